@@ -1,0 +1,96 @@
+# ae-denoise service image: FastAPI + onnxruntime with the shipped models baked in.
+# Classic Dockerfile syntax only, so that both the legacy builder (`docker build`) and BuildKit
+# (`docker compose build`) build it. See docs/deployment.md.
+
+# ---- builder: a virtual environment with the service's runtime dependencies only (no torch) ----
+FROM python:3.11-slim AS builder
+
+# onnxruntime (CPU) by default; `onnxruntime-gpu` (optionally with its `[cuda,cudnn]` extra) for the
+# gpu profile. Both wheels provide the same `onnxruntime` module.
+ARG ONNXRUNTIME_PACKAGE=onnxruntime
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# binutils for `strip`: some wheels ship their extension modules with debug symbols.
+# Debian's versions move with security updates, so they are not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+
+# Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
+# The stub package lets `pip install .` resolve the dependencies before the real code is copied.
+COPY pyproject.toml README.md ./
+# Versions are bounded in pyproject.toml, the one list of runtime dependencies.
+# hadolint ignore=DL3013
+RUN mkdir service && touch service/__init__.py \
+    && pip install . \
+    && pip uninstall -y ae-denoise \
+    && if [ "$ONNXRUNTIME_PACKAGE" != "onnxruntime" ]; then \
+           pip uninstall -y onnxruntime && pip install "$ONNXRUNTIME_PACKAGE"; \
+       fi \
+    && mkdir -p /opt/ld.so.conf.d \
+    && (find /opt/venv/lib/python3.11/site-packages/nvidia -type d -name lib 2>/dev/null || true) \
+       > /opt/ld.so.conf.d/ae-nvidia.conf
+
+# The service itself; training/ is not copied, so only the `service` package is installed.
+COPY service ./service
+# pip byte-compiles what it installs (faster cold start). Then the image diet, to stay well under
+# 400 MB: the packages' own test suites (numpy's alone is 17 MB), debug symbols (uvloop: 11 MB), and
+# the venv's pip and setuptools are never used at run time. The `*.libs` folders hold libraries that
+# auditwheel patched, which strip could corrupt, so they are left alone.
+RUN pip install --no-deps . \
+    && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
+    && find /opt/venv/lib/python3.11/site-packages -name '*.so' -not -path '*.libs/*' \
+           -exec strip --strip-debug {} + \
+    && pip uninstall -y setuptools pip
+
+# ---- runtime: the venv, the models, a non-root user; no compiler, no torch, no pip ----
+FROM python:3.11-slim AS runtime
+
+ARG ONNXRUNTIME_PACKAGE=onnxruntime
+LABEL org.opencontainers.image.title="ae-denoise" \
+      org.opencontainers.image.description="Denoising autoencoders served by FastAPI + onnxruntime" \
+      org.opencontainers.image.licenses="MIT" \
+      ae-denoise.onnxruntime="${ONNXRUNTIME_PACKAGE}"
+
+RUN groupadd --system --gid 10001 ae \
+    && useradd --system --uid 10001 --gid ae --no-create-home --home-dir /app --shell /usr/sbin/nologin ae
+
+COPY --from=builder /opt/venv /opt/venv
+# The CUDA/cuDNN libraries that onnxruntime-gpu's pip extras bring, made known to the dynamic
+# loader (the file is empty in the CPU image).
+COPY --from=builder /opt/ld.so.conf.d/ae-nvidia.conf /etc/ld.so.conf.d/ae-nvidia.conf
+RUN ldconfig
+COPY models /app/models
+
+# AE_* are the service's settings (service/config.py); docs/deployment.md lists them.
+# ORT_DISABLE_TELEMETRY: onnxruntime's Linux builds would otherwise try to persist a device id and
+# upload usage events; a server must not.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
+    AE_HOST=0.0.0.0 \
+    AE_PORT=8000 \
+    AE_MODELS_DIR=/app/models
+
+WORKDIR /app
+# Numeric, so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+EXPOSE 8000
+
+# Python instead of curl (the image has none); /readyz answers 200 only once every model is warm.
+# Shell form on purpose (CMD-SHELL): it expands AE_PORT and maps any failure to exit status 1.
+# hadolint ignore=DL3025
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD python -c "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('AE_PORT', '8000'), timeout=2).status == 200 else 1)" || exit 1
+
+# Exec form, so that the server process itself receives SIGTERM and shuts down gracefully.
+CMD ["ae-serve"]
