@@ -1,0 +1,77 @@
+"""The one settings class: every ``AE_*`` environment variable the service reads.
+
+Settings are read once, by the app factory or ``ae-serve``; nothing reads the environment at
+import time, and tests pass a ``Settings(...)`` of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A checkout keeps the shipped models next to the package: <repo>/models.
+_CHECKOUT_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def _default_models_dir() -> Path:
+    """The checkout's ``models/`` when running from one, else ``./models`` (containers set AE_MODELS_DIR)."""
+    return _CHECKOUT_MODELS if _CHECKOUT_MODELS.is_dir() else Path("models")
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process; see docs/api.md for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore", frozen=True)
+
+    models_dir: Path = Field(default_factory=_default_models_dir)
+    default_model: str = "mnist-denoise"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+
+    # Micro-batching (per graph).
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_wait_ms: float = Field(default=1.0, ge=0.0, le=1000.0)
+    max_queue: int = Field(default=512, ge=1)
+    batch_workers: int = Field(default=1, ge=1, le=16)
+
+    # Input limits.
+    max_upload_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(default=4096 * 4096, ge=28 * 28)
+    max_batch_items: int = Field(default=64, ge=1)
+
+    # onnxruntime threads; 0 lets onnxruntime choose (one intra-op thread per core).
+    intra_op_threads: int = Field(default=0, ge=0)
+    inter_op_threads: int = Field(default=0, ge=0)
+
+    api_key: SecretStr | None = None
+    # NoDecode: accept a plain comma-separated list ("https://a, https://b") as well as JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        # AE_API_KEY="" (an unset compose variable) means "no key", not "the empty key".
+        return None if value == "" else value

@@ -1,0 +1,112 @@
+"""The app factory, its lifespan, and ``ae-serve``.
+
+Nothing is loaded at import: ``app = create_app()`` builds routes and middleware only; the models
+load in the lifespan (or, under ``ae-serve``, just before the server starts, so that a broken model
+directory ends the process with one clear line instead of a traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import ValidationError
+
+from service.config import Settings
+from service.deps import require_api_key
+from service.errors import install_error_handlers
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestContextMiddleware
+from service.registry import ModelError, Registry, load_registry
+from service.routes import codes, health, images, models
+from service.routes import metrics as metrics_routes
+from service.state import ServiceState
+
+logger = logging.getLogger("service.main")
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    """Build the app; ``registry`` skips loading in the lifespan (``ae-serve`` loads it up front)."""
+    settings = settings if settings is not None else Settings()
+    configure_logging(settings.log_level)
+    state = ServiceState(settings, Metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.start(registry)
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="ae-denoise",
+        summary="Denoise 28×28 grayscale images and map them to and from compact latent codes.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+
+    # Added innermost first: the request context wraps everything, including 413s and CORS.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=state.metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+
+    # Probes and scrapers never need the API key.
+    app.include_router(health.router)
+    app.include_router(metrics_routes.router)
+    protected = [Depends(require_api_key)]
+    for router in (images.router, codes.router, models.router):
+        app.include_router(router, dependencies=protected)
+    return app
+
+
+app = create_app()
+
+
+def run() -> None:
+    """``ae-serve``: serve with the ``AE_*`` settings; exit 1 with one line if a model is broken."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"ae-serve: invalid AE_* setting:\n{exc}\n")
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    try:
+        registry = load_registry(
+            settings.models_dir,
+            settings.default_model,
+            settings.device,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+        )
+    except ModelError as exc:
+        logger.error("start-up failed: %s", exc)
+        raise SystemExit(1) from None
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,  # the request middleware logs one structured line per request
+        "timeout_graceful_shutdown": 30,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings, registry), **common)  # type: ignore[arg-type]
+    else:
+        # Each worker process loads its own models; the check above already proved they load.
+        del registry
+        uvicorn.run("service.main:app", workers=settings.workers, **common)  # type: ignore[arg-type]

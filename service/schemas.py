@@ -1,0 +1,52 @@
+"""Request and response bodies of the JSON endpoints (they also document the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class PixelsResponse(BaseModel):
+    """An image as floats in [0, 1], rows of columns."""
+
+    model: str = Field(description="id of the model that produced it")
+    shape: list[int] = Field(examples=[[28, 28]])
+    pixels: list[list[float]]
+
+
+class CodeResponse(BaseModel):
+    """A latent code, flattened in C order; ``shape`` is the model's code shape."""
+
+    model: str
+    shape: list[int] = Field(examples=[[16, 4, 4]])
+    code: list[float]
+
+
+class DecodeRequest(BaseModel):
+    """One code, flat (``prod(shape)`` numbers) or nested with the model's code shape."""
+
+    model: str | None = Field(None, description="model id; the default model when absent")
+    code: list[Any] = Field(description="numbers, flat or nested to the code shape")
+
+
+class DecodeBatchRequest(BaseModel):
+    """Several codes for one model, each flat or nested."""
+
+    model: str | None = None
+    codes: list[list[Any]] = Field(min_length=1)
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(examples=["ready"])
+    provider: str = Field(description="the execution provider of the default model")
+    providers: list[str]
+    models: dict[str, str] = Field(description="model id → execution provider")
+
+
+class StatusResponse(BaseModel):
+    status: str
+
+
+class ErrorResponse(BaseModel):
+    detail: Any
