@@ -1,0 +1,120 @@
+"""The evaluation CLI: real ONNX graphs through real onnxruntime, the reports it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.training.conftest import write_model_dir, write_scale_model
+from training.baselines import compute_baselines, protocol_noisy, write_json
+from training.data import load_mnist5k
+from training.evaluate import Context, EvaluationError, evaluate_onnx, main, run_onnx
+from training.metrics import psnr
+
+N_TEST = 6
+
+
+@pytest.fixture(scope="module")
+def evaluation_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baseline cache on the first 6 test images; BM3D left out (seconds per image)."""
+    directory = tmp_path_factory.mktemp("evaluation")
+    cache = compute_baselines(
+        "mnist5k",
+        test_limit=N_TEST,
+        tune_images=4,
+        bm3d_test_images=3,
+        methods=["noisy", "gaussian", "median", "nl_means"],
+        workers=1,
+    )
+    write_json(directory / "baselines-mnist5k.json", cache)
+    write_scale_model(directory / "lesson-mnist5k" / "autoencoder.onnx", 0.9)
+    return directory
+
+
+def test_run_onnx_applies_the_graph(tmp_path: Path) -> None:
+    path = write_scale_model(tmp_path / "half.onnx", 0.5)
+    images = np.random.default_rng(0).random((7, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(path, images, batch=3), images * 0.5, rtol=1e-6)
+
+
+def test_identity_model_scores_exactly_as_the_noisy_input(tmp_path: Path, evaluation_dir: Path) -> None:
+    path = write_scale_model(tmp_path / "identity.onnx", 1.0)
+    test = load_mnist5k().test_x[:N_TEST]
+    row, examples = evaluate_onnx(path, test, subset=3)
+    noisy_row = json.loads((evaluation_dir / "baselines-mnist5k.json").read_text())["methods"]["noisy"]
+    np.testing.assert_allclose(row["psnr"], noisy_row["psnr"], rtol=1e-12)
+    np.testing.assert_allclose(row["ssim"], noisy_row["ssim"], rtol=1e-12)
+    np.testing.assert_allclose(row["subset_psnr"], noisy_row["subset_psnr"], rtol=1e-12)
+    noisy, out = examples[0.3]
+    np.testing.assert_array_equal(out, noisy)
+    np.testing.assert_array_equal(noisy, protocol_noisy(test, 0.3)[: len(noisy)])
+
+
+def test_a_worse_model_scores_lower(tmp_path: Path) -> None:
+    test = load_mnist5k().test_x[:N_TEST]
+    good, _ = evaluate_onnx(write_scale_model(tmp_path / "a.onnx", 1.0), test, subset=3)
+    bad, _ = evaluate_onnx(write_scale_model(tmp_path / "b.onnx", 0.5), test, subset=3)
+    assert bad["psnr"][0] < good["psnr"][0] - 3  # at s=0.05 halving the image costs far more than noise
+    expected = psnr(test, 0.5 * protocol_noisy(test, 0.6)).mean()
+    assert bad["psnr"][-1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_all_writes_reports_card_metrics_and_summary(tmp_path: Path, evaluation_dir: Path) -> None:
+    models = tmp_path / "models"
+    denoise = write_model_dir(models, "mnist-denoise", 1.0)
+    write_model_dir(models, "mnist-unet", 0.95)
+    summary = tmp_path / "evaluation.md"
+    onnx_bytes = (denoise / "autoencoder.onnx").read_bytes()
+    main(
+        ["--all", "--models-dir", str(models), "--evaluation-dir", str(evaluation_dir),
+         "--test-limit", str(N_TEST), "--summary", str(summary)]
+    )  # fmt: skip
+    for model_id in ("mnist-denoise", "mnist-unet"):
+        report = models / model_id / "report"
+        assert (report / "psnr_vs_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (report / "examples.png").stat().st_size > 1000
+    text = (denoise / "report" / "README.md").read_text()
+    for label in ("mnist-unet", "lesson conv AE", "noisy input", "median 3×3", "NL-means", "Gaussian blur"):
+        assert label in text
+    assert f"first **{N_TEST}** test images" in text
+    assert "**NOT met**: PSNR ≥ 19.5 dB at s = 0.5" in text  # an identity model cannot meet it
+    card = json.loads((denoise / "card.json").read_text())
+    cache = json.loads((evaluation_dir / "baselines-mnist5k.json").read_text())
+    assert card["metrics"]["test_images"] == N_TEST
+    assert card["metrics"]["noise_levels"] == [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    np.testing.assert_allclose(card["metrics"]["psnr"], cache["methods"]["noisy"]["psnr"], atol=1e-4)
+    assert card["sha256"] == {"autoencoder.onnx": "unchanged-by-evaluation"}
+    assert (denoise / "autoencoder.onnx").read_bytes() == onnx_bytes
+    assert cache["models"]["lesson"]["psnr"][0] < cache["methods"]["noisy"]["psnr"][0]  # 0.9 x input
+    summary_text = summary.read_text()
+    assert "## mnist5k" in summary_text and "mnist-unet (unet)" in summary_text
+    assert "--summary" in summary_text
+
+
+def test_lesson_rows_are_rescored_when_the_lesson_model_changes(tmp_path: Path, evaluation_dir: Path) -> None:
+    directory = tmp_path / "evaluation"
+    directory.mkdir()
+    (directory / "baselines-mnist5k.json").write_bytes(
+        (evaluation_dir / "baselines-mnist5k.json").read_bytes()
+    )
+    lesson = write_scale_model(directory / "lesson-mnist5k" / "autoencoder.onnx", 1.0)
+    first = Context(directory, test_limit=N_TEST).baselines("mnist5k")["models"]["lesson"]
+    write_scale_model(lesson, 0.5)
+    second = Context(directory, test_limit=N_TEST).baselines("mnist5k")["models"]["lesson"]
+    assert second["sha256"] != first["sha256"]
+    assert second["psnr"][0] < first["psnr"][0] - 3
+    cached = json.loads((directory / "baselines-mnist5k.json").read_text())["models"]["lesson"]
+    assert cached["sha256"] == second["sha256"]
+
+
+def test_a_cache_for_another_test_size_is_refused(evaluation_dir: Path) -> None:
+    with pytest.raises(EvaluationError, match=r"computed on 6 test images.*--recompute-baselines"):
+        Context(evaluation_dir, test_limit=N_TEST + 1).baselines("mnist5k")
+
+
+def test_missing_card_exits_with_a_message_naming_it(tmp_path: Path, evaluation_dir: Path) -> None:
+    with pytest.raises(SystemExit, match=r"nowhere/card\.json: not found"):
+        main(["--model", str(tmp_path / "nowhere"), "--evaluation-dir", str(evaluation_dir)])

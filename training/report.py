@@ -1,0 +1,353 @@
+"""Evaluation reports: the targets of issue 4, markdown tables, and the two plots.
+
+Rows are dicts with ``label``, ``kind`` (``model``, ``lesson`` or ``classical``), ``test_images`` and
+per-level lists ``psnr``, ``ssim``, ``subset_psnr``, ``subset_ssim`` (the means over the first
+images of the test set, where BM3D is scored). A comparison with a row scored on fewer images uses
+the other side's subset means, so it is always paired: the same images, the same noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CLASSICAL = ("noisy", "gaussian", "median", "nl_means", "bm3d")
+Rows = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    met: bool
+    detail: str
+
+
+def _paired(model: dict[str, Any], other: dict[str, Any], metric: str) -> tuple[list[float], list[float]]:
+    if other["test_images"] < model["test_images"]:
+        return model[f"subset_{metric}"], other[metric]
+    return model[metric], other[metric]
+
+
+def _unit(metric: str) -> str:
+    return " dB" if metric == "psnr" else ""
+
+
+def _above(
+    rows: Rows,
+    model_key: str,
+    others: Sequence[str],
+    metric: str,
+    levels: Sequence[float],
+    min_s: float = 0.0,
+) -> tuple[bool, str]:
+    """Strictly above every row in ``others`` at every level ≥ min_s; detail names the closest call."""
+    worst: tuple[float, str, float] | None = None
+    model = rows[model_key]
+    for key in others:
+        mine, theirs = _paired(model, rows[key], metric)
+        for s, a, b in zip(levels, mine, theirs, strict=True):
+            if s >= min_s - 1e-9 and (worst is None or a - b < worst[0]):
+                worst = (a - b, rows[key]["label"], s)
+    if worst is None:
+        return False, "nothing to compare with"
+    margin, label, s = worst
+    fmt = ".2f" if metric == "psnr" else ".3f"
+    return margin > 0, f"closest: {margin:+{fmt}}{_unit(metric)} vs {label} at s={s:g}"
+
+
+def _lesson_margin(rows: Rows, model_key: str, margin: float, levels: Sequence[float]) -> tuple[bool, str]:
+    if "lesson" not in rows:
+        return False, "the lesson's denoiser has not been scored (docs/evaluation/lesson-<dataset>/ missing)"
+    gains = [a - b for a, b in zip(*_paired(rows[model_key], rows["lesson"], "psnr"), strict=True)]
+    i = int(np.argmin(gains))
+    return min(gains) >= margin, f"smallest gain {gains[i]:+.2f} dB at s={levels[i]:g}"
+
+
+def _floor(rows: Rows, model_key: str, s: float, floor: float, levels: Sequence[float]) -> tuple[bool, str]:
+    value = rows[model_key]["psnr"][list(levels).index(s)]
+    return value >= floor, f"{value:.2f} dB"
+
+
+Check = Callable[[Rows, str, Sequence[float]], tuple[bool, str]]
+
+
+def _lesson(margin: float) -> tuple[str, Check]:
+    return (
+        f"PSNR ≥ the lesson's denoiser + {margin:g} dB at every level",
+        lambda r, k, lv: _lesson_margin(r, k, margin, lv),
+    )
+
+
+def _classical(metric: str, min_s: float) -> tuple[str, Check]:
+    where = "every level" if min_s == 0 else f"s ≥ {min_s:g}"
+    return (
+        f"{metric.upper()} above every classical baseline at {where}",
+        lambda r, k, lv: _above(r, k, [c for c in CLASSICAL if c in r], metric, lv, min_s),
+    )
+
+
+def _psnr_floor(s: float, floor: float) -> tuple[str, Check]:
+    return f"PSNR ≥ {floor:g} dB at s = {s:g}", lambda r, k, lv: _floor(r, k, s, floor, lv)
+
+
+def _everything(metric: str) -> tuple[str, Check]:
+    def others(rows: Rows, key: str) -> list[str]:
+        return [k for k, r in rows.items() if k != key and (r["kind"] != "model" or r.get("arch") != "unet")]
+
+    return (
+        f"{metric.upper()} above every baseline and autoencoder at every level",
+        lambda r, k, lv: _above(r, k, others(r, k), metric, lv),
+    )
+
+
+# Issue 4's "Done when", per shipped model id.
+TARGETS: dict[str, list[tuple[str, Check]]] = {
+    "mnist-denoise": [_lesson(1.5), _classical("ssim", 0.0), _classical("psnr", 0.2), _psnr_floor(0.5, 19.5)],
+    "fashion-denoise": [_lesson(1.0), _classical("psnr", 0.3), _psnr_floor(0.5, 18.5)],
+    "mnist-unet": [_everything("psnr"), _everything("ssim")],
+    "fashion-unet": [_everything("psnr"), _everything("ssim")],
+}
+# DESIGN.md's weaker aim for the other autoencoders.
+DEFAULT_TARGETS = [_lesson(0.0)]
+
+
+def check_targets(
+    model_key: str, rows: Rows, levels: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+) -> list[Target]:
+    specs = TARGETS.get(model_key, DEFAULT_TARGETS)
+    return [Target(text, *check(rows, model_key, levels)) for text, check in specs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown.
+
+
+def _cells(row: dict[str, Any], subset: bool = False) -> list[str]:
+    p, q = (
+        (row["subset_psnr"], row["subset_ssim"])
+        if subset and "subset_psnr" in row
+        else (row["psnr"], row["ssim"])
+    )
+    return [f"{a:.2f} / {b:.3f}" for a, b in zip(p, q, strict=True)]
+
+
+def table(rows: Rows, levels: Sequence[float], subset: int | None = None, label_key: str = "label") -> str:
+    """PSNR / SSIM per level; with ``subset``, every row's means over the first ``subset`` images."""
+    lines = [
+        "| method | " + " | ".join(f"s={s:g}" for s in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for row in rows.values():
+        label = row[label_key]
+        if subset is None and row["test_images"] != max(r["test_images"] for r in rows.values()):
+            label += f" (first {row['test_images']} images)"
+        lines.append(f"| {label} | " + " | ".join(_cells(row, subset is not None)) + " |")
+    return "\n".join(lines)
+
+
+def _params_table(cache: dict[str, Any]) -> str:
+    levels = cache["noise_levels"]
+    lines = ["| method | parameter | " + " | ".join(f"s={s:g}" for s in levels) + " | tuned on |"]
+    lines.append("|---|---|" + "---|" * len(levels) + "---|")
+    for entry in cache["methods"].values():
+        if "params" in entry:
+            values = " | ".join(f"{v:.4g}" for v in entry["params"])
+            tuned_on = f"first {entry['tune_images']} train images"
+            lines.append(f"| {entry['label']} | {entry['param_name']} | {values} | {tuned_on} |")
+    return "\n".join(lines)
+
+
+def _targets_md(targets: Sequence[Target]) -> str:
+    return "\n".join(f"- {'**met**' if t.met else '**NOT met**'}: {t.text} ({t.detail})" for t in targets)
+
+
+def _dataset_words(card: dict[str, Any], cache: dict[str, Any]) -> str:
+    names = {"mnist5k": "MNIST-5k", "mnist": "MNIST", "fashion": "Fashion-MNIST"}
+    return (
+        f"{names.get(card['dataset'], card['dataset'])} test split ({card.get('split', {}).get('test', '')})"
+    )
+
+
+def write_markdown(
+    path: Path,
+    card: dict[str, Any],
+    rows: Rows,
+    cache: dict[str, Any],
+    targets: Sequence[Target],
+    command: str,
+    sources: tuple[str, str] = (
+        "docs/evaluation/baselines-<dataset>.json",
+        "docs/evaluation/lesson-<dataset>/",
+    ),
+) -> None:
+    """The model's report: both tables, the targets, the tuned parameters, the plots, the commands.
+
+    ``sources`` names the baseline cache and the lesson model's directory, for the reader.
+    """
+    levels = cache["noise_levels"]
+    n, subset = cache["test_images"], cache["subset_images"]
+    bm3d = cache["methods"].get("bm3d", {})
+    text = f"""# {card["id"]}: evaluation
+
+{card.get("description", "")}
+
+Data: {_dataset_words(card, cache)}; the first **{n}** test images are scored. Noise: for every
+level s, `clip(x + s·N, 0, 1)` with N from a fresh `numpy.random.default_rng(1234)` drawn over the
+whole {n}-image array. PSNR (data range 1) and SSIM (`skimage`, 7×7 window, data_range=1.0) are per
+image, then averaged. Every network is scored through its exported `autoencoder.onnx` in
+onnxruntime (CPU); outputs are scored as they are.
+
+BM3D costs about 0.5 s per image here, so it is tuned on the first {bm3d.get("tune_images", "?")} train
+images and scored on the **first {subset} test images** only; the second table puts every method on
+those same images and the same noise, for a paired comparison.
+
+## PSNR (dB) / SSIM, first {n} test images
+
+{table(rows, levels)}
+
+## PSNR (dB) / SSIM, first {subset} test images (every method, paired with BM3D)
+
+{table(rows, levels, subset=subset)}
+
+## Targets (issue 4)
+
+{_targets_md(targets)}
+
+Comparisons with BM3D use the paired table.
+
+## Classical parameters, tuned per level by mean PSNR on the train split
+
+Noise for tuning: a fresh `default_rng(999)` per level. The test set is never used for tuning.
+
+{_params_table(cache)}
+
+## Plots
+
+![PSNR and SSIM against the noise level](psnr_vs_noise.png)
+
+![clean, noisy and denoised test images](examples.png)
+
+## Reproduce
+
+    {command}
+
+The baselines come from `{sources[0]}`, written by
+
+    {cache.get("command", "python -m training.baselines")}
+
+(versions: {_versions(cache)}; BM3D ran in {cache.get("workers", 1)} worker process(es), one thread
+each). The lesson's denoiser is `{sources[1]}autoencoder.onnx`, scored by the same code as this model.
+"""
+    path.write_text(text)
+
+
+def _versions(cache: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in cache.get("versions", {}).items())
+
+
+def write_summary(path: Path, results: Sequence[dict[str, Any]], command: str) -> None:
+    """One table per data set with every model and baseline, then every model's targets."""
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_dataset.setdefault(result["card"]["dataset"], []).append(result)
+    parts = [
+        "# Evaluation summary",
+        "",
+        "Every shipped model against the classical baselines and the lesson's single-level denoiser,",
+        "with the protocol of DESIGN.md (noise from a fresh `default_rng(1234)` per level; PSNR in dB /",
+        "SSIM, means over images). Each model's own report (`models/<id>/report/README.md`) has the",
+        "paired BM3D table, the tuned parameters and the plots. Generated by",
+        "",
+        f"    {command}",
+    ]
+    for dataset, results_ in by_dataset.items():
+        cache = results_[0]["baselines"]
+        rows: Rows = {}
+        for result in results_:
+            card = result["card"]
+            rows[card["id"]] = {**result["rows"][card["id"]], "label": f"{card['id']} ({card['arch']})"}
+        for key, row in results_[0]["rows"].items():
+            if row["kind"] != "model":
+                rows[key] = row
+        parts += [
+            "",
+            f"## {dataset}: first {cache['test_images']} test images (BM3D: first {cache['subset_images']})",
+            "",
+            table(rows, cache["noise_levels"]),
+            "",
+            f"Paired, every method on the first {cache['subset_images']} test images:",
+            "",
+            table(rows, cache["noise_levels"], subset=cache["subset_images"]),
+            "",
+            "### Targets",
+            "",
+        ]
+        for result in results_:
+            parts += [f"{result['card']['id']}:", "", _targets_md(result["targets"]), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts).rstrip() + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (matplotlib, Agg: no display here).
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_psnr(path: Path, model_key: str, rows: Rows, levels: Sequence[float]) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
+    for key, row in rows.items():
+        style: dict[str, Any] = {"lw": 2.6, "color": "black"} if key == model_key else {"lw": 1.3}
+        if row["kind"] == "classical":
+            style["ls"] = "--"
+        label = row["label"].replace("**", "")
+        if row["test_images"] < rows[model_key]["test_images"]:
+            label += f" (first {row['test_images']})"
+        for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
+            ax.plot(levels, row[metric], marker="o", ms=3, label=label, **style)
+    axes[0].set(xlabel="noise level s", ylabel="PSNR (dB)", title=f"{model_key}: PSNR")
+    axes[1].set(xlabel="noise level s", ylabel="SSIM", title=f"{model_key}: SSIM")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 2) // 3), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_examples(
+    path: Path, model_key: str, clean: np.ndarray, examples: dict[float, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """Rows: clean, then noisy and denoised at a few levels; columns: the first test images."""
+    plt = _pyplot()
+    shown = [s for s in (0.1, 0.3, 0.5) if s in examples] or list(examples)[:3]
+    n = min(len(clean), *(len(examples[s][0]) for s in shown))
+    panels = [("clean", clean[:n])]
+    for s in shown:
+        noisy, out = examples[s]
+        panels += [(f"noisy s={s:g}", noisy[:n]), (f"denoised s={s:g}", out[:n])]
+    fig, axes = plt.subplots(len(panels), n, figsize=(1.1 * n + 1.2, 1.1 * len(panels)), squeeze=False)
+    for r, (name, images) in enumerate(panels):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(np.clip(images[c], 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{model_key}: first {n} test images", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
