@@ -24,7 +24,7 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelError, Registry, load_registry
-from service.routes import codes, health, images, models
+from service.routes import codes, demo, health, images, models, v2
 from service.routes import metrics as metrics_routes
 from service.state import ServiceState
 
@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     protected = [Depends(require_api_key)]
     for router in (images.router, codes.router, models.router):
         app.include_router(router, dependencies=protected)
+    # v2 applies the API key per route (its health routes stay open); the demo page is public.
+    app.include_router(v2.router)
+    app.include_router(demo.router)
     return app
 
 

@@ -1,0 +1,199 @@
+"""Open Inference Protocol v2 over HTTP (KServe / Triton REST), so that stock clients work.
+
+Each model is exposed as up to three protocol models, one per graph:
+
+- ``<id>``: the autoencoder, ``image`` FP32 ``[-1, 1, 28, 28]`` → ``denoised`` (every model);
+- ``<id>.encoder``: ``image`` → ``code`` ``[-1, *code_shape]`` (models with a code);
+- ``<id>.decoder``: ``code`` → ``image`` (models with a code).
+
+Inference goes through the service's batchers (``ServiceState.infer``), so v2 requests batch with
+``/denoise``, ``/encode`` and ``/decode`` and share their queue limits and metrics. Errors answer in
+the protocol's ``{"error": "..."}`` form, whichever layer raised them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from service.batching import BatcherClosed, QueueFull
+from service.deps import ReadyState, StateDep, require_api_key
+from service.inference import TensorSpec
+from service.registry import AUTOENCODER, DECODER, ENCODER, Model, Registry, UnknownModel
+from service.state import ServiceState
+from service.v2_protocol import (
+    ProtocolError,
+    TensorMeta,
+    check_input,
+    decompress,
+    encode_response,
+    parse_request,
+    wants_binary,
+)
+
+SERVER_NAME = "ae-denoise"
+EXTENSIONS = ["binary_tensor_data"]
+# Models are not versioned: the one version of each is "1".
+VERSION = "1"
+PLATFORM = "onnxruntime_onnx"
+# Images are [0, 1] floats by the artifact contract; codes may be any finite number.
+_IMAGE_RANGE = (0.0, 1.0)
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class ProtocolRoute(APIRoute):
+    """Answers every failure of a v2 route, dependencies included, as ``{"error": "..."}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ProtocolError as exc:
+                return _error(exc.status, str(exc))
+            except HTTPException as exc:  # readiness, API key, body limit while streaming
+                return _error(exc.status_code, str(exc.detail), exc.headers)
+            except UnknownModel as exc:
+                return _error(404, str(exc))
+            except QueueFull as exc:
+                state: ServiceState = request.app.state.service
+                state.metrics.rejections.labels("queue_full").inc()
+                return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
+            except BatcherClosed as exc:
+                return _error(503, f"service is shutting down ({exc})", {"Retry-After": "1"})
+
+        return handle
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=ProtocolRoute)
+_protected = [Depends(require_api_key)]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One protocol model: a graph of a loaded model and its input and output."""
+
+    name: str
+    model: Model
+    graph: str
+    input: TensorMeta
+    output: TensorMeta
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        return _IMAGE_RANGE if self.input.name == "image" else None
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [VERSION],
+            "platform": PLATFORM,
+            "inputs": [self.input.as_json()],
+            "outputs": [self.output.as_json()],
+        }
+
+
+def _names(model: Model) -> dict[str, str]:
+    """Protocol model name → graph role, for one model."""
+    names = {model.id: AUTOENCODER}
+    if model.has_code:
+        names.update({f"{model.id}.{ENCODER}": ENCODER, f"{model.id}.{DECODER}": DECODER})
+    return names
+
+
+def protocol_names(registry: Registry) -> list[str]:
+    """Every protocol model name the registry exposes."""
+    return [name for model in registry for name in _names(model)]
+
+
+def resolve(registry: Registry, name: str, version: str | None = None) -> Endpoint:
+    """The protocol model called ``name``; 404 naming the known ones otherwise."""
+    model_id, _, role = name.rpartition(".")
+    try:
+        model = registry.get(model_id if role in (ENCODER, DECODER) else name)
+    except UnknownModel:
+        model = None
+    graph = _names(model).get(name) if model is not None else None
+    if model is None or graph is None:
+        raise ProtocolError(
+            404, f"unknown model {name!r}; known models: {', '.join(protocol_names(registry))}"
+        )
+    if version not in (None, "", VERSION):
+        raise ProtocolError(404, f"model {name!r} has no version {version!r}; its only version is {VERSION}")
+    session = model.graphs[graph]
+    return Endpoint(name, model, graph, _meta(session.inputs[0]), _meta(session.outputs[0]))
+
+
+def _meta(spec: TensorSpec) -> TensorMeta:
+    # The registry checked every tensor against the contract: a dynamic batch axis, then fixed dims.
+    dims = [d for d in spec.shape[1:] if isinstance(d, int)]
+    return TensorMeta(spec.name, (-1, *dims))
+
+
+@router.get("", summary="Server metadata: name, version, protocol extensions")
+async def server_metadata(request: Request) -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": request.app.version, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live", summary="200 while the process is alive")
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="200 once every model is loaded and warmed up; 503 before")
+async def server_ready(state: StateDep) -> JSONResponse:
+    if not state.ready:
+        return JSONResponse({"ready": False}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"ready": True})
+
+
+@router.get("/models/{model_name}", dependencies=_protected, summary="A model's inputs and outputs")
+@router.get("/models/{model_name}/versions/{version}", dependencies=_protected, include_in_schema=False)
+async def model_metadata(model_name: str, state: ReadyState, version: str | None = None) -> dict[str, Any]:
+    return resolve(state.registry, model_name, version).metadata()
+
+
+@router.get("/models/{model_name}/ready", dependencies=_protected, summary="200 when the model can infer")
+@router.get("/models/{model_name}/versions/{version}/ready", dependencies=_protected, include_in_schema=False)
+async def model_ready(model_name: str, state: ReadyState, version: str | None = None) -> dict[str, Any]:
+    # Every graph loads and warms up before the service is ready, so a known model is ready then.
+    return {"name": resolve(state.registry, model_name, version).name, "ready": True}
+
+
+@router.post(
+    "/models/{model_name}/infer",
+    dependencies=_protected,
+    response_class=Response,
+    summary="Run a model on JSON or binary tensors",
+)
+@router.post(
+    "/models/{model_name}/versions/{version}/infer", dependencies=_protected, include_in_schema=False
+)
+async def infer(model_name: str, request: Request, state: ReadyState, version: str | None = None) -> Response:
+    endpoint = resolve(state.registry, model_name, version)
+    settings = state.settings
+    body = decompress(
+        await request.body(), request.headers.get("content-encoding"), settings.max_upload_bytes
+    )
+    parsed, tensors = parse_request(body, request.headers.get("inference-header-content-length"))
+    rows = check_input(
+        tensors, endpoint.input, max_batch=settings.max_batch_items, value_range=endpoint.value_range
+    )
+    binary = wants_binary(parsed, endpoint.output)
+    outputs = await state.infer(endpoint.model, endpoint.graph, rows)
+    content, headers = encode_response(
+        endpoint.name, VERSION, parsed.id, endpoint.output, outputs, binary=binary
+    )
+    media_type = "application/octet-stream" if binary else "application/json"
+    return Response(content, media_type=media_type, headers=headers)
