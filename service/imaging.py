@@ -10,7 +10,8 @@ float32 ``[28, 28]`` in [0, 1], white on black like the training data:
   image is dark on light, and is inverted after compositing), so a digit drawn on a transparent
   canvas comes out right either way;
 - animated images: the first frame;
-- not 28×28: :class:`WrongImageSize` unless ``resize=True`` (then stretched to 28×28, antialiased).
+- not 28×28: :class:`WrongImageSize` unless ``resize=True`` (then stretched to 28×28: area average when
+  shrinking, bilinear when enlarging).
 
 The pixel count is checked from the header, before any pixel is decoded, and Pillow's own
 decompression-bomb guard stays on. Every failure is a subclass of :class:`ImageError`.
@@ -97,7 +98,10 @@ def to_array(image: Image.Image, *, resize: bool = False, invert: bool = False) 
     except Exception as exc:  # truncated data, bad checksums, broken chunks: all undecodable
         raise UndecodableImage(f"cannot decode the {image.format or 'image'} data ({exc})") from exc
     if pixels.shape != (SIDE, SIDE):
-        resized = Image.fromarray(pixels, mode="F").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
+        # Area averaging when shrinking (every source pixel counts once, no ringing); bilinear when enlarging.
+        shrinking = min(pixels.shape) >= SIDE
+        method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+        resized = Image.fromarray(pixels, mode="F").resize((SIDE, SIDE), method)
         pixels = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     if invert:
         pixels = 1.0 - pixels
@@ -125,6 +129,11 @@ def _grey(image: Image.Image, background: float) -> np.ndarray:
 def decode_image(data: bytes, *, max_pixels: int, resize: bool = False, invert: bool = False) -> np.ndarray:
     """:func:`open_image` then :func:`to_array`."""
     return to_array(open_image(data, max_pixels), resize=resize, invert=invert)
+
+
+def warm_up() -> None:
+    """Register Pillow's plugins and run one decode/encode, so the first request does not pay for it."""
+    decode_image(encode_png(np.zeros((SIDE, SIDE), dtype=np.float32)), max_pixels=SIDE * SIDE)
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

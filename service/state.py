@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from service import imaging
 from service.batching import Batcher
 from service.config import Settings
 from service.metrics import Metrics
@@ -49,11 +50,12 @@ class ServiceState:
         return load_registry(s.models_dir, s.default_model, s.device, s.intra_op_threads, s.inter_op_threads)
 
     def _warm_up(self, registry: Registry) -> None:
-        # The largest batch too, so that its buffers are allocated before the first burst.
-        sizes = tuple(sorted({1, self.settings.max_batch_size}))
+        # Batch 1 initialises every kernel; a full batch as well would cost seconds of start-up on a
+        # busy CPU for a one-off arena growth that the first large batch pays anyway.
         for model in registry:
             for graph in model.graphs.values():
-                graph.warm_up(sizes)
+                graph.warm_up((1,))
+        imaging.warm_up()
 
     async def start(self, registry: Registry | None = None) -> None:
         """Load (unless given an already loaded registry), warm up, start batchers, become ready."""

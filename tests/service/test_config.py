@@ -1,0 +1,63 @@
+"""service.config: the AE_* environment, parsed once into Settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
+
+
+def test_defaults_serve_the_checkout_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AE_MODELS_DIR", "AE_DEFAULT_MODEL", "AE_DEVICE", "AE_API_KEY", "AE_CORS_ORIGINS"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.models_dir == Path(__file__).resolve().parents[2] / "models"
+    assert (s.default_model, s.device, s.api_key, s.cors_origins) == ("mnist-denoise", "auto", None, [])
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AE_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("AE_DEVICE", "cpu")
+    monkeypatch.setenv("AE_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("AE_MAX_WAIT_MS", "2.5")
+    monkeypatch.setenv("AE_API_KEY", "k-9f3a77")
+    monkeypatch.setenv("AE_LOG_LEVEL", "WARNING")
+    s = Settings()
+    assert (s.models_dir, s.device, s.max_batch_size, s.max_wait_ms) == (tmp_path, "cpu", 8, 2.5)
+    assert s.api_key is not None and s.api_key.get_secret_value() == "k-9f3a77"
+    assert s.log_level == "warning"
+    assert "k-9f3a77" not in repr(s)  # the key never shows up in logs or tracebacks
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        ("https://a.example, https://b.example", ["https://a.example", "https://b.example"]),
+        ('["https://a.example"]', ["https://a.example"]),
+        ("*", ["*"]),
+        ("", []),
+    ],
+)
+def test_cors_origins_accept_a_list_or_json(
+    monkeypatch: pytest.MonkeyPatch, raw: str, parsed: list[str]
+) -> None:
+    monkeypatch.setenv("AE_CORS_ORIGINS", raw)
+    assert Settings().cors_origins == parsed
+
+
+def test_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_API_KEY", "")
+    assert Settings().api_key is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("AE_DEVICE", "tpu"), ("AE_MAX_BATCH_SIZE", "0"), ("AE_MAX_QUEUE", "-1"), ("AE_MAX_WAIT_MS", "soon")],
+)
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.removeprefix("AE_").lower()):
+        Settings()

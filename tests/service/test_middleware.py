@@ -1,0 +1,112 @@
+"""Request ids, the access log line, the body-size limit and CORS, through the real app."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import png_bytes
+
+PNG = {"content-type": "image/png"}
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def limited(app_factory: Callable[..., Any]) -> Iterator[TestClient]:
+    with TestClient(app_factory(max_upload_bytes=LIMIT, cors_origins=["https://demo.example"])) as c:
+        yield c
+
+
+def test_request_id_is_generated_and_echoed(limited: TestClient) -> None:
+    first, second = limited.get("/healthz"), limited.get("/healthz")
+    assert len(first.headers["x-request-id"]) == 32
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+def test_callers_request_id_is_kept_when_sane(limited: TestClient) -> None:
+    assert limited.get("/healthz", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    replaced = limited.get("/healthz", headers={"x-request-id": "bad id\twith spaces"}).headers[
+        "x-request-id"
+    ]
+    assert replaced != "bad id\twith spaces" and len(replaced) == 32
+
+
+def test_one_structured_log_line_per_request(
+    limited: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
+    access = logging.getLogger("service.access")
+    access.addHandler(handler)
+    try:
+        r = limited.post(
+            "/denoise", content=png_bytes(digits[1][0]), headers={**PNG, "x-request-id": "req-42"}
+        )
+    finally:
+        access.removeHandler(handler)
+    assert r.status_code == 200
+    (record,) = records
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["request_id"] == "req-42" and fields["route"] == "/denoise" and fields["status"] == 200
+    assert fields["method"] == "POST" and fields["latency_ms"] > 0
+    from service.logs import JsonFormatter
+
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "req-42" and line["level"] == "info"
+
+
+def test_declared_body_over_the_limit_is_413_before_reading(limited: TestClient) -> None:
+    r = limited.post("/denoise", content=b"\0" * (LIMIT + 1), headers=PNG)
+    assert r.status_code == 413
+    assert r.json() == {"detail": f"request body too large: the limit is {LIMIT} bytes (AE_MAX_UPLOAD_BYTES)"}
+
+
+def test_streamed_body_over_the_limit_is_413_while_reading(limited: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer encoding
+        for _ in range(LIMIT // 1024 + 8):
+            yield b"\0" * 1024
+
+    r = limited.post("/denoise", content=chunks(), headers=PNG)
+    assert r.status_code == 413 and "AE_MAX_UPLOAD_BYTES" in r.json()["detail"]
+
+
+def test_multipart_over_the_limit_is_413(limited: TestClient) -> None:
+    r = limited.post(
+        "/denoise/batch", files=[("files", (f"{i}", b"\0" * 20_000, "image/png")) for i in range(4)]
+    )
+    assert r.status_code == 413
+
+
+def test_streamed_body_under_the_limit_is_served(
+    limited: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    data = png_bytes(digits[1][0])
+    r = limited.post("/denoise", content=iter([data[:100], data[100:]]), headers=PNG)
+    assert r.status_code == 200
+
+
+def test_cors_allows_the_configured_origin_only(limited: TestClient) -> None:
+    preflight = {"origin": "https://demo.example", "access-control-request-method": "POST"}
+    r = limited.options("/denoise", headers={**preflight, "access-control-request-headers": "x-api-key"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://demo.example"
+    other = limited.options("/denoise", headers={**preflight, "origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in other.headers
+    simple = limited.get("/healthz", headers={"origin": "https://demo.example"})
+    assert simple.headers["access-control-allow-origin"] == "https://demo.example"
+    assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
+
+
+def test_no_cors_headers_without_configured_origins(client: TestClient) -> None:
+    r = client.get("/healthz", headers={"origin": "https://demo.example"})
+    assert "access-control-allow-origin" not in r.headers

@@ -1,0 +1,267 @@
+"""POST /denoise, /encode and their batch variants through the real app, models and onnxruntime."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service import imaging
+from tests.service.conftest import png_bytes, read_png
+
+PNG = {"content-type": "image/png"}
+HALF_LEVEL = 0.5 / 255 + 1e-6  # PNG rounding: half of one 8-bit level
+
+
+def _files(images: np.ndarray) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (f"{i}.png", png_bytes(x), "image/png")) for i, x in enumerate(images)]
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+
+
+def test_denoise_multipart_returns_a_28x28_png(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    _, noisy = digits
+    r = client.post("/denoise", files={"file": ("noisy.png", png_bytes(noisy[0]), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.headers["x-model"] == "mnist-denoise"
+    out = read_png(r.content)
+    assert out.shape == (28, 28) and out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_denoise_raw_body_equals_multipart(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    data = png_bytes(digits[1][1])
+    raw = client.post("/denoise", content=data, headers=PNG)
+    multipart = client.post("/denoise", files={"file": ("x.png", data, "image/png")})
+    assert raw.status_code == multipart.status_code == 200
+    assert raw.content == multipart.content
+
+
+def test_denoise_json_pixels_match_the_png(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    data = png_bytes(digits[1][2])
+    body = client.post("/denoise", content=data, headers={**PNG, "accept": "application/json"}).json()
+    assert body["model"] == "mnist-denoise" and body["shape"] == [28, 28]
+    pixels = np.asarray(body["pixels"], dtype=np.float32)
+    png = read_png(client.post("/denoise", content=data, headers=PNG).content)
+    assert np.abs(pixels - png).max() <= HALF_LEVEL
+
+
+@pytest.mark.parametrize("model_id", ["mnist-denoise", "mnist-conv", "mnist-dense", "mnist-unet"])
+def test_denoised_digit_is_closer_to_the_clean_one(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray], model_id: str
+) -> None:
+    card = client.get(f"/models/{model_id}").json()
+    if not card.get("trained", True):
+        pytest.skip(f"{model_id} is an untrained placeholder")
+    clean, noisy = digits
+    outputs = [
+        read_png(client.post(f"/denoise?model={model_id}", content=png_bytes(x), headers=PNG).content)
+        for x in noisy[:8]
+    ]
+    for x, y, out in zip(clean[:8], noisy[:8], outputs, strict=True):
+        assert _mse(out, x) < _mse(y, x)
+
+
+def test_encode_returns_the_code_and_its_shape(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    r = client.post("/encode", content=png_bytes(digits[1][0]), headers=PNG)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "mnist-denoise"
+    assert body["shape"] == client.get("/models/mnist-denoise").json()["code_shape"]
+    assert len(body["code"]) == int(np.prod(body["shape"]))
+    assert np.isfinite(body["code"]).all()
+
+
+@pytest.mark.parametrize("model_id", ["mnist-denoise", "mnist-conv", "mnist-dense"])
+def test_decode_of_encode_equals_denoise(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray], model_id: str
+) -> None:
+    data = png_bytes(digits[1][3])
+    code = client.post(f"/encode?model={model_id}", content=data, headers=PNG).json()
+    decoded = client.post("/decode", json={"model": model_id, "code": code["code"]})
+    denoised = client.post(f"/denoise?model={model_id}", content=data, headers=PNG)
+    assert decoded.status_code == denoised.status_code == 200
+    # Same graphs split in two: equal up to float32 round-off, i.e. at most one PNG level apart.
+    assert np.abs(read_png(decoded.content) - read_png(denoised.content)).max() <= 1 / 255 + 1e-6
+
+
+def test_denoise_batch_equals_single_requests(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    noisy = digits[1][:5]
+    r = client.post("/denoise/batch", files=_files(noisy))
+    assert r.status_code == 200, r.text
+    results = r.json()
+    assert len(results) == 5
+    for x, result in zip(noisy, results, strict=True):
+        single = client.post(
+            "/denoise", content=png_bytes(x), headers={**PNG, "accept": "application/json"}
+        ).json()
+        np.testing.assert_allclose(result["pixels"], single["pixels"], atol=1e-5)
+
+
+def test_encode_batch_equals_single_requests(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    noisy = digits[1][5:9]
+    results = client.post("/encode/batch?model=mnist-conv", files=_files(noisy)).json()
+    assert [r["model"] for r in results] == ["mnist-conv"] * 4
+    for x, result in zip(noisy, results, strict=True):
+        single = client.post("/encode?model=mnist-conv", content=png_bytes(x), headers=PNG).json()
+        np.testing.assert_allclose(result["code"], single["code"], atol=1e-5)
+
+
+def test_batch_accepts_repeated_file_fields(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    files = [("file", (f"{i}.png", png_bytes(x), "image/png")) for i, x in enumerate(digits[1][:2])]
+    assert len(client.post("/denoise/batch", files=files).json()) == 2
+
+
+def test_model_is_chosen_by_query(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    r = client.post("/denoise?model=fashion-denoise", content=png_bytes(digits[1][0]), headers=PNG)
+    assert r.status_code == 200 and r.headers["x-model"] == "fashion-denoise"
+
+
+def test_invert_accepts_dark_on_light(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    x = digits[1][0]
+    plain = client.post("/denoise", content=png_bytes(x), headers=PNG)
+    inverted = client.post("/denoise?invert=true", content=png_bytes(1.0 - x), headers=PNG)
+    assert np.abs(read_png(plain.content) - read_png(inverted.content)).max() <= 1 / 255 + 1e-6
+
+
+def test_resize_true_accepts_other_sizes(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    big = Image.fromarray(imaging.to_uint8(digits[1][0])).resize((56, 56), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    big.save(out, "PNG")
+    r = client.post("/denoise?resize=true", content=out.getvalue(), headers=PNG)
+    assert r.status_code == 200 and read_png(r.content).shape == (28, 28)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "RGB"])
+def test_other_pixel_modes_are_served(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray], mode: str
+) -> None:
+    r = client.post("/denoise", content=png_bytes(digits[1][0], mode), headers=PNG)
+    assert r.status_code == 200, r.text
+
+
+def test_16_bit_png_is_served(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    out = io.BytesIO()
+    Image.fromarray(np.rint(digits[1][0] * 65535).astype(np.uint16)).save(out, "PNG")
+    eight_bit = client.post("/denoise", content=png_bytes(digits[1][0]), headers=PNG)
+    sixteen_bit = client.post("/denoise", content=out.getvalue(), headers=PNG)
+    assert sixteen_bit.status_code == 200
+    assert np.abs(read_png(sixteen_bit.content) - read_png(eight_bit.content)).max() <= 2 / 255
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+def _detail(r: httpx2.Response) -> str:
+    body = r.json()
+    assert set(body) == {"detail"}
+    return str(body["detail"])
+
+
+def test_truncated_png_is_400(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    data = png_bytes(digits[1][0])
+    r = client.post("/denoise", content=data[: len(data) // 2], headers=PNG)
+    assert r.status_code == 400 and "cannot decode" in _detail(r)
+
+
+def test_empty_body_is_400(client: TestClient) -> None:
+    r = client.post("/denoise", content=b"", headers=PNG)
+    assert r.status_code == 400 and "empty" in _detail(r)
+
+
+def test_wrong_magic_is_400(client: TestClient) -> None:
+    r = client.post("/denoise", content=b"this is not a PNG at all" * 10, headers=PNG)
+    assert r.status_code == 400 and "not an image format" in _detail(r)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/json", "application/x-www-form-urlencoded", None]
+)
+def test_unsupported_media_type_is_415(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray], content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/denoise", content=png_bytes(digits[1][0]), headers=headers)
+    assert r.status_code == 415 and "multipart/form-data field 'file'" in _detail(r)
+
+
+def test_non_image_multipart_part_is_415(client: TestClient) -> None:
+    r = client.post("/denoise", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert r.status_code == 415
+
+
+def test_multipart_without_a_file_field_is_422(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    r = client.post("/denoise", files={"image": ("x.png", png_bytes(digits[1][0]), "image/png")})
+    assert r.status_code == 422 and "no file field 'file'" in _detail(r)
+
+
+def test_two_files_on_the_single_endpoint_is_422(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    files = [("file", (f"{i}.png", png_bytes(x), "image/png")) for i, x in enumerate(digits[1][:2])]
+    r = client.post("/denoise", files=files)
+    assert r.status_code == 422 and "/batch" in _detail(r)
+
+
+def test_wrong_size_is_422_naming_resize(client: TestClient) -> None:
+    r = client.post("/denoise", content=png_bytes(np.zeros((32, 32))), headers=PNG)
+    assert r.status_code == 422 and "32×32; expected 28×28 (or pass resize=true)" in _detail(r)
+
+
+def test_decompression_bomb_is_413_without_decoding(client: TestClient) -> None:
+    out = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(out, "PNG")  # ~50 kB on the wire, 400 Mpx decoded
+    r = client.post("/denoise?resize=true", content=out.getvalue(), headers=PNG)
+    assert r.status_code == 413 and "too large" in _detail(r)
+
+
+def test_bad_file_in_a_batch_is_named(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
+    files = _files(digits[1][:3])
+    files[1] = ("files", ("broken.png", b"\x89PNG\r\n\x1a\n broken", "image/png"))
+    r = client.post("/denoise/batch", files=files)
+    assert r.status_code == 400 and _detail(r).startswith("file 1 (broken.png):")
+
+
+def test_too_many_files_in_a_batch_is_422(
+    app_factory: Callable[..., Any], digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    with TestClient(app_factory(max_batch_items=2)) as small:
+        r = small.post("/denoise/batch", files=_files(digits[1][:3]))
+    assert r.status_code == 422 and "AE_MAX_BATCH_ITEMS" in _detail(r)
+
+
+def test_unknown_model_is_404_listing_the_known_ones(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    r = client.post("/denoise?model=mnist-nope", content=png_bytes(digits[1][0]), headers=PNG)
+    assert r.status_code == 404
+    assert "unknown model 'mnist-nope'; known models: " in _detail(r) and "mnist-denoise" in _detail(r)
+
+
+@pytest.mark.parametrize("path", ["/encode", "/encode/batch"])
+def test_encode_on_unet_is_422_naming_models_with_codes(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray], path: str
+) -> None:
+    r = client.post(f"{path}?model=mnist-unet", files=_files(digits[1][:1]))
+    assert r.status_code == 422
+    assert "has no latent code" in _detail(r) and "models with codes: " in _detail(r)
+    assert "mnist-denoise" in _detail(r) and "mnist-unet" not in _detail(r).split("codes: ")[1]

@@ -1,0 +1,33 @@
+"""GET /models and /models/{id}: the shipped cards, with the provider in use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+
+def test_models_lists_every_shipped_card(client: TestClient, models_dir: Path) -> None:
+    cards = client.get("/models").json()
+    shipped = {
+        d.name: json.loads((d / "card.json").read_text())
+        for d in models_dir.iterdir()
+        if (d / "card.json").is_file()
+    }
+    assert [c["id"] for c in cards] == sorted(shipped)
+    for card in cards:
+        for key, value in shipped[card["id"]].items():
+            assert card[key] == value
+        assert card["provider"] == "CPUExecutionProvider"
+        assert card["default"] == (card["id"] == "mnist-denoise")
+
+
+def test_one_model_by_id(client: TestClient) -> None:
+    card = client.get("/models/mnist-unet").json()
+    assert card["id"] == "mnist-unet" and card["code_shape"] is None and card["default"] is False
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    r = client.get("/models/nope")
+    assert r.status_code == 404 and r.json()["detail"].startswith("unknown model 'nope'; known models: ")
