@@ -25,7 +25,8 @@ def _default_models_dir() -> Path:
 class Settings(BaseSettings):
     """Configuration of one service process; see docs/api.md for the table."""
 
-    model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore", frozen=True)
+    # env_ignore_empty: an empty AE_X (e.g. an unset compose variable) means "use the default".
+    model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     models_dir: Path = Field(default_factory=_default_models_dir)
     default_model: str = "mnist-denoise"

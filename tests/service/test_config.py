@@ -48,9 +48,11 @@ def test_cors_origins_accept_a_list_or_json(
     assert Settings().cors_origins == parsed
 
 
-def test_empty_api_key_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AE_API_KEY", "")
-    assert Settings().api_key is None
+def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AE_API_KEY", "AE_MAX_BATCH_SIZE", "AE_DEFAULT_MODEL"):
+        monkeypatch.setenv(name, "")  # as compose passes an unset variable
+    s = Settings()
+    assert (s.api_key, s.max_batch_size, s.default_model) == (None, 32, "mnist-denoise")
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,12 @@ def test_decode_returns_a_png(client: TestClient, code: dict) -> None:
     assert read_png(r.content).shape == (28, 28)
 
 
+def test_encode_output_is_a_valid_decode_body(client: TestClient, code: dict) -> None:
+    flat = client.post("/decode", json={"code": code["code"]})
+    as_is = client.post("/decode", json=code)  # {"model", "shape", "code"} straight from /encode
+    assert as_is.status_code == 200 and as_is.content == flat.content
+
+
 def test_shaped_code_decodes_like_the_flat_one(client: TestClient, code: dict) -> None:
     shaped = np.asarray(code["code"]).reshape(code["shape"]).tolist()
     flat = client.post("/decode", json={"code": code["code"]})
