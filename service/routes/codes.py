@@ -28,7 +28,7 @@ def code_array(code: list[Any], model: Model, where: str = "code") -> np.ndarray
     expected = f"{model.code_size} numbers, flat or nested as {list(shape)}"
     try:
         values = np.asarray(code, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # ragged, non-numeric, or an integer beyond float64
         raise HTTPException(422, f"{where} must be {expected} (model {model.id})") from None
     if values.shape not in (shape, (model.code_size,)):
         raise HTTPException(

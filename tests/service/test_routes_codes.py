@@ -8,6 +8,8 @@ import httpx2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.service.conftest import png_bytes, read_png
 
@@ -98,6 +100,11 @@ def test_value_beyond_float32_is_422(client: TestClient) -> None:
     assert r.status_code == 422 and "float32 range" in _detail(r)
 
 
+def test_integer_beyond_float64_is_422(client: TestClient) -> None:
+    r = client.post("/decode", json={"code": [10**400] + [0] * 255})
+    assert r.status_code == 422
+
+
 def test_bad_code_in_a_batch_is_named(client: TestClient, code: dict) -> None:
     r = client.post("/decode/batch", json={"codes": [code["code"], code["code"][:10]]})
     assert r.status_code == 422 and _detail(r).startswith("codes[1] has shape [10]")
@@ -127,3 +134,22 @@ def test_decode_on_unet_is_422_naming_models_with_codes(client: TestClient, path
     body = {"model": "mnist-unet", "code": [0.0] * 256, "codes": [[0.0] * 256]}
     r = client.post(path, json=body)
     assert r.status_code == 422 and "models with codes: " in _detail(r)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers()
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.dictionaries(st.sampled_from(["model", "code", "codes", "x"]), _JSON, max_size=3))
+def test_arbitrary_json_never_causes_a_server_error(client: TestClient, body: dict) -> None:
+    for path in ("/decode", "/decode/batch"):
+        r = client.post(path, json=body)
+        assert r.status_code in (200, 404, 422), (path, body, r.text)

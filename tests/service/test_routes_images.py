@@ -10,6 +10,8 @@ import httpx2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from service import imaging
@@ -265,3 +267,29 @@ def test_encode_on_unet_is_422_naming_models_with_codes(
     assert r.status_code == 422
     assert "has no latent code" in _detail(r) and "models with codes: " in _detail(r)
     assert "mnist-denoise" in _detail(r) and "mnist-unet" not in _detail(r).split("codes: ")[1]
+
+
+_FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_FUZZ
+@given(data=st.binary(max_size=4096), content_type=st.sampled_from(["image/png", "image/gif", "image/tiff"]))
+def test_arbitrary_bytes_never_cause_a_server_error(
+    client: TestClient, data: bytes, content_type: str
+) -> None:
+    r = client.post("/denoise", content=data, headers={"content-type": content_type})
+    assert r.status_code in (200, 400, 413, 422), r.text
+
+
+@_FUZZ
+@given(
+    cut=st.integers(0, 400), flips=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 255)), max_size=4)
+)
+def test_damaged_pngs_never_cause_a_server_error(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray], cut: int, flips: list[tuple[int, int]]
+) -> None:
+    data = bytearray(png_bytes(digits[1][0]))
+    for index, mask in flips:
+        data[index % len(data)] ^= mask
+    r = client.post("/denoise", content=bytes(data[: len(data) - cut]), headers=PNG)
+    assert r.status_code in (200, 400, 413, 422), r.text
