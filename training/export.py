@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("onnxscript", "onnx_ir"):  # the exporter's optimizer logs every pass at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     state = load_checkpoint(args.checkpoint)
     model = load_model(state)
     train_cfg = state.get("train_config") or {}

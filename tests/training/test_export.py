@@ -1,0 +1,189 @@
+"""training.export: graphs that follow the artifact contract, parity with PyTorch, atomic swaps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from training.checkpoint import save_checkpoint
+from training.export import ExportError, export_model, main
+from training.models import Autoencoder, Model, build_model, preset
+
+DESCRIPTION = "test model"
+
+
+def _export(model: Model, out: Path, **kwargs: Any) -> dict[str, Any]:
+    return export_model(model, out, dataset="mnist5k", description=DESCRIPTION, seed=0, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def denoise_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Model]:
+    torch.manual_seed(0)
+    model = build_model(preset("denoise"))
+    out = tmp_path_factory.mktemp("export") / "mnist-denoise"
+    _export(model, out, train_config={"epochs": 1})
+    return out, model
+
+
+@pytest.fixture(scope="module")
+def unet_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Model]:
+    torch.manual_seed(0)
+    model = build_model(preset("unet"))
+    out = tmp_path_factory.mktemp("export") / "mnist-unet"
+    _export(model, out)
+    return out, model
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def test_autoencoder_directory_holds_the_three_graphs_and_a_card(denoise_dir: tuple[Path, Model]) -> None:
+    out, _ = denoise_dir
+    assert {p.name for p in out.iterdir()} == {
+        "encoder.onnx",
+        "decoder.onnx",
+        "autoencoder.onnx",
+        "card.json",
+    }
+
+
+@pytest.mark.parametrize(
+    ("file", "input_name", "output_name", "in_shape", "out_shape"),
+    [
+        ("encoder.onnx", "image", "code", [1, 28, 28], [16, 4, 4]),
+        ("decoder.onnx", "code", "image", [16, 4, 4], [1, 28, 28]),
+        ("autoencoder.onnx", "image", "denoised", [1, 28, 28], [1, 28, 28]),
+    ],
+)
+def test_graphs_have_contract_names_and_a_dynamic_batch_axis(
+    denoise_dir: tuple[Path, Model],
+    file: str,
+    input_name: str,
+    output_name: str,
+    in_shape: list[int],
+    out_shape: list[int],
+) -> None:
+    session = _session(denoise_dir[0] / file)
+    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.shape, inp.type) == (input_name, ["batch", *in_shape], "tensor(float)")
+    assert (outp.name, outp.shape) == (output_name, ["batch", *out_shape])
+    for n in (1, 5):
+        (result,) = session.run(None, {input_name: np.random.rand(n, *in_shape).astype(np.float32)})
+        assert result.shape == (n, *out_shape)
+
+
+@pytest.mark.parametrize("file", ["encoder.onnx", "decoder.onnx", "autoencoder.onnx"])
+def test_graphs_carry_metadata_and_opset_17_or_later(denoise_dir: tuple[Path, Model], file: str) -> None:
+    proto = onnx.load(denoise_dir[0] / file)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["model_id"] == "mnist-denoise"
+    assert props["arch"] == "denoise"
+    assert json.loads(props["code_shape"]) == [16, 4, 4]
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+
+
+def test_onnxruntime_matches_pytorch_on_new_images(denoise_dir: tuple[Path, Model]) -> None:
+    out, model = denoise_dir
+    assert isinstance(model, Autoencoder)
+    assert model.training, "export must hand the model back in the mode it was given"
+    model.eval()
+    x = torch.rand(7, 1, 28, 28)
+    with torch.no_grad():
+        code = model.encoder(x)
+        expected = {"autoencoder.onnx": model(x), "encoder.onnx": code, "decoder.onnx": model.decoder(code)}
+    feeds = {"autoencoder.onnx": x, "encoder.onnx": x, "decoder.onnx": code}
+    for file, feed in feeds.items():
+        session = _session(out / file)
+        (got,) = session.run(None, {session.get_inputs()[0].name: feed.numpy()})
+        np.testing.assert_allclose(got, expected[file].numpy(), atol=1e-5, rtol=0)
+
+
+def test_card_follows_the_contract(denoise_dir: tuple[Path, Model]) -> None:
+    out, _ = denoise_dir
+    card = json.loads((out / "card.json").read_text())
+    assert card["id"] == "mnist-denoise" and card["arch"] == "denoise" and card["dataset"] == "mnist5k"
+    assert card["code_shape"] == [16, 4, 4]
+    assert card["graphs"] == {
+        "encoder": "encoder.onnx",
+        "decoder": "decoder.onnx",
+        "autoencoder": "autoencoder.onnx",
+    }
+    assert card["input"] == {
+        "name": "image",
+        "shape": ["batch", 1, 28, 28],
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+    }
+    assert card["config"]["model"]["arch"] == "denoise" and card["config"]["train"] == {"epochs": 1}
+    assert card["seed"] == 0 and set(card["split"]) == {"train", "test"}
+    assert card["versions"]["torch"] == "2.13.0" and card["versions"]["opset"] >= 17
+    assert card["created"].endswith("Z")
+    for file in card["graphs"].values():
+        assert card["sha256"][file] == hashlib.sha256((out / file).read_bytes()).hexdigest()
+
+
+def test_unet_exports_only_the_autoencoder_graph(unet_dir: tuple[Path, Model]) -> None:
+    out, _ = unet_dir
+    assert {p.name for p in out.iterdir()} == {"autoencoder.onnx", "card.json"}
+    card = json.loads((out / "card.json").read_text())
+    assert card["code_shape"] is None and card["graphs"] == {"autoencoder": "autoencoder.onnx"}
+    props = {p.key: p.value for p in onnx.load(out / "autoencoder.onnx").metadata_props}
+    assert json.loads(props["code_shape"]) is None
+    (result,) = _session(out / "autoencoder.onnx").run(
+        None, {"image": np.random.rand(5, 1, 28, 28).astype(np.float32)}
+    )
+    assert result.shape == (5, 1, 28, 28) and result.min() >= 0 and result.max() <= 1
+
+
+def test_failed_parity_raises_and_leaves_the_old_model_in_place(tmp_path: Path) -> None:
+    out = tmp_path / "mnist-conv"
+    model = build_model(preset("conv", lesson=True))
+    _export(model, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with torch.no_grad():
+        model.decoder.net[-1].bias.fill_(float("nan"))  # type: ignore[union-attr]
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        _export(model, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist-conv"], "staging folder left behind"
+
+
+def test_re_export_replaces_graphs_but_keeps_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "mnist-dense"
+    torch.manual_seed(0)
+    _export(build_model(preset("dense")), out, autoencoder_only=True)
+    (out / "report").mkdir()
+    (out / "report" / "README.md").write_text("figures")
+    old_hash = json.loads((out / "card.json").read_text())["sha256"]["autoencoder.onnx"]
+    torch.manual_seed(1)
+    card = _export(build_model(preset("dense")), out, autoencoder_only=True)
+    assert card["sha256"]["autoencoder.onnx"] != old_hash
+    assert (out / "report" / "README.md").read_text() == "figures"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist-dense"]
+
+
+def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
+    model = build_model(preset("conv", lesson=True))
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint(
+        ckpt,
+        {
+            "model_config": model.config.to_dict(),
+            "train_config": {"data": "mnist5k", "seed": 3},
+            "model": model.state_dict(),
+            "description": "from a checkpoint",
+        },
+    )
+    main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "m"), "--autoencoder-only"])
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert (card["id"], card["seed"], card["description"]) == ("mnist-conv", 3, "from a checkpoint")
+    assert card["graphs"] == {"autoencoder": "autoencoder.onnx"}

@@ -1,0 +1,120 @@
+"""training.models: the lesson's networks exactly, the shipped ones within the code budget."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from training.models import (
+    ARCHS,
+    LESSON_PRESETS,
+    MAX_CODE_NUMBERS,
+    SHIPPED_PRESETS,
+    Autoencoder,
+    ModelConfig,
+    UNet,
+    build_model,
+    count_parameters,
+    preset,
+)
+
+ALL_PRESETS = [(f"lesson-{k}", v) for k, v in LESSON_PRESETS.items()] + [
+    (f"shipped-{k}", v) for k, v in SHIPPED_PRESETS.items()
+]
+
+
+def test_lesson_denoiser_has_the_lessons_parameter_count() -> None:
+    model = build_model(preset("denoise", lesson=True))
+    assert isinstance(model, Autoencoder)
+    assert count_parameters(model) == 30_689
+    assert count_parameters(model.encoder) == 14_192
+    assert count_parameters(model.decoder) == 16_497
+
+
+@pytest.mark.parametrize(
+    ("arch", "code_shape"), [("dense", (32,)), ("conv", (8, 4, 4)), ("denoise", (16, 4, 4))]
+)
+def test_lesson_autoencoders_have_the_lessons_codes(arch: str, code_shape: tuple[int, ...]) -> None:
+    model = build_model(preset(arch, lesson=True))  # type: ignore[arg-type]
+    assert isinstance(model, Autoencoder)
+    code = model.encoder(torch.rand(3, 1, 28, 28))
+    assert tuple(code.shape) == (3, *code_shape)
+    assert tuple(model.decoder(code).shape) == (3, 1, 28, 28)
+
+
+def test_lesson_networks_use_keras_initialisation() -> None:
+    torch.manual_seed(0)
+    model = build_model(preset("denoise", lesson=True))
+    first = model.encoder.net[0]
+    assert isinstance(first, torch.nn.Conv2d)
+    assert first.bias is not None and torch.count_nonzero(first.bias) == 0
+    # Glorot-uniform bound for a 3x3 conv from 1 to 32 channels: sqrt(6 / (9 + 288)).
+    bound = math.sqrt(6 / (9 * 1 + 9 * 32))
+    assert first.weight.abs().max() <= bound
+    assert first.weight.abs().max() > 0.9 * bound
+
+
+@pytest.mark.parametrize(("name", "cfg"), ALL_PRESETS, ids=[n for n, _ in ALL_PRESETS])
+def test_every_preset_maps_images_to_images_in_unit_range(name: str, cfg: ModelConfig) -> None:
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(torch.rand(4, 1, 28, 28))
+    assert out.shape == (4, 1, 28, 28)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+@pytest.mark.parametrize(("name", "cfg"), ALL_PRESETS, ids=[n for n, _ in ALL_PRESETS])
+def test_codes_fit_the_256_number_budget(name: str, cfg: ModelConfig) -> None:
+    model = build_model(cfg)
+    if cfg.arch == "unet":
+        assert cfg.code_shape is None
+        assert not hasattr(model, "encoder")
+        return
+    assert isinstance(model, Autoencoder)
+    code = model.encoder(torch.rand(2, 1, 28, 28))
+    assert cfg.code_shape is not None
+    assert tuple(code.shape[1:]) == cfg.code_shape
+    assert math.prod(cfg.code_shape) <= MAX_CODE_NUMBERS
+
+
+def test_shipped_denoiser_keeps_the_16x4x4_code() -> None:
+    assert preset("denoise").code_shape == (16, 4, 4)
+
+
+def test_build_model_rejects_a_code_over_256_numbers() -> None:
+    with pytest.raises(ValueError, match="at most 256"):
+        build_model(ModelConfig(arch="denoise", encoder_widths=(32, 32, 32)))
+
+
+def test_build_model_rejects_unknown_arch() -> None:
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model(ModelConfig(arch="vae"))  # type: ignore[arg-type]
+
+
+def test_lesson_has_no_unet() -> None:
+    with pytest.raises(ValueError, match="no lesson preset"):
+        preset("unet", lesson=True)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_config_survives_a_json_round_trip(arch: str) -> None:
+    cfg = preset(arch)  # type: ignore[arg-type]
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+def test_config_from_dict_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="unknown ModelConfig fields"):
+        ModelConfig.from_dict({"arch": "dense", "dropout": 0.5})
+
+
+def test_unet_subtracts_its_noise_estimate_and_clamps() -> None:
+    model = build_model(preset("unet")).eval()
+    assert isinstance(model, UNet)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.clamp(x - model.noise(x), 0, 1)
+        assert torch.equal(model(x), expected)

@@ -1,0 +1,168 @@
+"""training.train: the loop, its recipes, exact resume, and the command line (with --dry-run)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint, load_model
+from training.data import add_noise, load_mnist5k
+from training.metrics import psnr
+from training.models import build_model, preset
+from training.train import TrainConfig, corrupt, default_config, main, random_shift, train
+
+# Small enough to run in seconds: a few dozen images, small batches.
+TINY = replace(default_config("denoise", "mnist5k", lesson=False), epochs=3, batch_size=16, train_limit=48)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # thread count changes float summation order; keep runs comparable
+
+
+def test_dry_run_trains_checkpoints_and_exports(tmp_path: Path) -> None:
+    out, ckpt = tmp_path / "model", tmp_path / "ckpt.pt"
+    main(["--dry-run", "--arch", "conv", "--out", str(out), "--checkpoint", str(ckpt), "--no-progress"])
+    assert {p.name for p in out.iterdir()} == {
+        "encoder.onnx",
+        "decoder.onnx",
+        "autoencoder.onnx",
+        "card.json",
+    }
+    card = json.loads((out / "card.json").read_text())
+    assert card["id"] == "mnist-conv"
+    assert card["config"]["train"]["arch"] == "conv"
+    assert card["training"]["epochs_done"] == 1
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 1 and np.isfinite(state["history"][0])
+
+
+def test_dry_run_without_out_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["--dry-run", "--arch", "dense", "--no-progress"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_training_step_changes_the_weights(tmp_path: Path) -> None:
+    torch.manual_seed(TINY.seed)
+    before = build_model(preset("denoise")).state_dict()
+    train(TINY, preset("denoise"), None, tmp_path / "c.pt", dry_run=True, progress=False, evaluate=False)
+    after = load_checkpoint(tmp_path / "c.pt")["model"]
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert changed, "no weight moved after one optimizer step"
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+    whole, parts = tmp_path / "whole.pt", tmp_path / "parts.pt"
+    train(TINY, preset("denoise"), None, whole, progress=False, evaluate=False)
+    first = train(TINY, preset("denoise"), None, parts, stop_after=1, progress=False, evaluate=False)
+    assert first["completed"] is False and load_checkpoint(parts)["epoch"] == 1
+    train(TINY, preset("denoise"), None, parts, resume=True, stop_after=2, progress=False, evaluate=False)
+    train(TINY, preset("denoise"), None, parts, resume=True, progress=False, evaluate=False)
+    a, b = load_checkpoint(whole), load_checkpoint(parts)
+    assert a["history"] == b["history"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    train(TINY, preset("denoise"), None, ckpt, stop_after=1, progress=False, evaluate=False)
+    with pytest.raises(SystemExit, match="another configuration"):
+        train(
+            replace(TINY, lr=1e-4), preset("denoise"), None, ckpt, resume=True, progress=False, evaluate=False
+        )
+
+
+def test_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path: Path) -> None:
+    cfg = replace(TINY, epochs=1)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(
+            replace(cfg, seed=seed),
+            preset("conv"),
+            None,
+            tmp_path / f"{name}.pt",
+            progress=False,
+            evaluate=False,
+        )
+    a, b, c = (load_checkpoint(tmp_path / f"{n}.pt")["model"] for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_short_run_learns_to_denoise(tmp_path: Path) -> None:
+    # The dense net is cheap: a few hundred steps on 1,000 images already beat the noisy input at s=0.5.
+    cfg = replace(default_config("dense", "mnist5k", False), epochs=8, batch_size=32, train_limit=1000)
+    train(cfg, preset("dense"), None, tmp_path / "d.pt", progress=False, evaluate=False)
+    model = load_model(load_checkpoint(tmp_path / "d.pt"))
+    clean = load_mnist5k().test_x[:200]
+    noisy = add_noise(clean, 0.5, np.random.default_rng(1234))
+    with torch.no_grad():
+        out = model(torch.from_numpy(noisy)[:, None]).numpy()[:, 0]
+    assert psnr(clean, out).mean() > psnr(clean, noisy).mean() + 3.0
+
+
+def test_lesson_flag_selects_the_lessons_recipe() -> None:
+    cfg = default_config("denoise", "mnist5k", lesson=True)
+    assert (cfg.batch_size, cfg.lr, cfg.loss, cfg.schedule) == (200, 1e-3, "bce", "constant")
+    assert cfg.noise_min == cfg.noise_max == 0.5 and cfg.epochs == 100 and cfg.shift == 0
+    assert default_config("denoise", "fashion", lesson=True).epochs == 10
+
+
+def test_shipped_denoisers_train_blind_over_the_protocol_range() -> None:
+    for arch in ("denoise", "unet"):
+        cfg = default_config(arch, "mnist5k", lesson=False)  # type: ignore[arg-type]
+        assert (cfg.noise_min, cfg.noise_max) == (0.0, 0.6)
+
+
+def test_corrupt_draws_one_level_per_image_and_clips() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((64, 1, 28, 28), 0.5)
+    noisy = corrupt(x, TrainConfig(noise_min=0.0, noise_max=0.6), gen)
+    assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
+    spread = (noisy - x).std(dim=(1, 2, 3))
+    assert float(spread.min()) < 0.1 < 0.3 < float(spread.max())
+    assert torch.equal(corrupt(x, TrainConfig(noise_min=0.0, noise_max=0.0), gen), x)
+
+
+def test_random_shift_translates_without_changing_content() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, 0, 10:18, 10:18] = 1.0  # a square well inside the border, so no shift crops it
+    shifted = random_shift(x, 2, gen)
+    assert torch.equal(shifted.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
+    assert not torch.equal(shifted, x)
+    assert torch.equal(random_shift(x, 0, gen), x)
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="not found"):
+        main(["--dry-run", "--data", "mnist", "--data-dir", str(tmp_path / "nope"), "--no-progress"])
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in (
+        "--arch",
+        "--data",
+        "--data-dir",
+        "--epochs",
+        "--seed",
+        "--out",
+        "--resume",
+        "--dry-run",
+        "--lesson",
+        "--threads",
+        "--noise-max",
+        "--loss",
+        "--checkpoint",
+    ):
+        assert flag in text

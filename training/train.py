@@ -1,0 +1,448 @@
+"""`python -m training.train`: train one model, checkpoint every epoch, export it to ONNX.
+
+    python -m training.train --arch denoise --data mnist5k --epochs 60 --seed 0 --out models/mnist-denoise
+
+Denoisers train *blind*: every image of every batch gets its own noise level s ~ U[noise_min,
+noise_max], drawn fresh each time it is seen, so one model serves every level. `--lesson` instead
+reproduces the reference lesson exactly (its network, Glorot init, Adam 1e-3, batch 200,
+BCE-with-logits, a single noise level 0.5, constant LR).
+
+Resuming (`--resume`) restores the model, the optimizer, the LR schedule, the epoch and the random
+generators, so an interrupted run finishes with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.data import DATASETS, DataError, load_dataset
+from training.export import export_model, model_id_for
+from training.metrics import psnr
+from training.models import ARCHS, Arch, Model, ModelConfig, build_model, preset
+
+log = logging.getLogger("training.train")
+
+Loss = Literal["bce", "mse", "psnr"]
+LOSSES: tuple[Loss, ...] = ("bce", "mse", "psnr")
+# Levels of the quick check printed at the end of a run (the full protocol is training.evaluate's).
+QUICK_EVAL_LEVELS = (0.05, 0.3, 0.5)
+QUICK_EVAL_SEED = 1234  # the evaluation protocol's noise seed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a run except the network (that is ModelConfig); stored in checkpoint and card."""
+
+    arch: Arch = "denoise"
+    data: str = "mnist5k"
+    lesson: bool = False
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    loss: Loss = "mse"
+    # Per-image noise level s ~ U[noise_min, noise_max]; equal bounds give a single level.
+    noise_min: float = 0.0
+    noise_max: float = 0.6
+    # Random translation of each clean image by up to this many pixels (zero fill): cheap
+    # augmentation that matters on 4,000 training images.
+    shift: int = 2
+    seed: int = 0
+    # Use only the first n training images (None: all); for smoke tests.
+    train_limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_config(arch: Arch, data: str, lesson: bool) -> TrainConfig:
+    """The recipe each shipped model was trained with, or the lesson's (see docs/training.md)."""
+    if lesson:
+        # Plain AEs in the lesson learn to reconstruct clean images; its denoiser sees s = 0.5 only.
+        level = 0.5 if arch == "denoise" else 0.0
+        return TrainConfig(
+            arch=arch,
+            data=data,
+            lesson=True,
+            epochs=100 if data == "mnist5k" else 10,
+            batch_size=200,
+            lr=1e-3,
+            schedule="constant",
+            loss="bce",
+            noise_min=level,
+            noise_max=level,
+            shift=0,
+        )
+    small = data == "mnist5k"
+    shift = 2 if small else 0  # 60,000 images need no augmentation for a few epochs
+    if arch == "unet":
+        return TrainConfig(
+            arch=arch, data=data, epochs=40 if small else 3, batch_size=32, lr=2e-3, shift=shift
+        )
+    if arch == "dense":
+        return TrainConfig(
+            arch=arch, data=data, epochs=100 if small else 10, batch_size=64, lr=2e-3, shift=shift
+        )
+    return TrainConfig(arch=arch, data=data, epochs=60 if small else 5, batch_size=64, lr=2e-3, shift=shift)
+
+
+def random_shift(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
+    """Translate each image of `x` [n,1,28,28] by its own integer offset in [-max_shift, max_shift]."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]
+    return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+def corrupt(x: Tensor, cfg: TrainConfig, gen: torch.Generator) -> Tensor:
+    """clip(x + s * N(0, 1), 0, 1) with s drawn per image, as in the evaluation protocol."""
+    s = cfg.noise_min + (cfg.noise_max - cfg.noise_min) * torch.rand(x.shape[0], 1, 1, 1, generator=gen)
+    return torch.clamp(x + s * torch.randn(x.shape, generator=gen), 0.0, 1.0)
+
+
+def reconstruction_loss(model: Model, noisy: Tensor, clean: Tensor, loss: Loss) -> Tensor:
+    raw = model.raw(noisy)
+    if loss == "bce":
+        if not model.outputs_logits:
+            raise ValueError("loss 'bce' needs a model with a sigmoid output; use mse or psnr")
+        return F.binary_cross_entropy_with_logits(raw, clean)
+    estimate = torch.sigmoid(raw) if model.outputs_logits else raw
+    if loss == "mse":
+        return F.mse_loss(estimate, clean)
+    # Mean per-image -PSNR: the evaluation's own average, so easy images are not drowned out by
+    # hard ones the way a pooled MSE drowns them.
+    mse = (estimate - clean).pow(2).mean(dim=(1, 2, 3))
+    return (10.0 * torch.log10(mse + 1e-8)).mean()
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    # Cosine decay to zero over the whole run, stepped per batch; a short linear warm-up keeps the
+    # first Adam steps (with BatchNorm statistics still settling) from overshooting.
+    warmup = min(200, total // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_epoch(
+    model: Model,
+    images: Tensor,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    gen: torch.Generator,
+    bar: tqdm[Any],
+    max_batches: int | None = None,
+) -> float:
+    """One pass over `images` in a fresh random order; returns the mean training loss."""
+    model.train()
+    order = torch.randperm(len(images), generator=gen)
+    total, count = 0.0, 0
+    for start in range(0, len(images), cfg.batch_size):
+        clean = images[order[start : start + cfg.batch_size]]
+        if cfg.shift:
+            clean = random_shift(clean, cfg.shift, gen)
+        noisy = corrupt(clean, cfg, gen)
+        loss = reconstruction_loss(model, noisy, clean, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(clean)
+        count += len(clean)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if max_batches is not None and count >= max_batches * cfg.batch_size:
+            break
+    return total / count
+
+
+def quick_eval(model: Model, test_x: np.ndarray, limit: int = 2000) -> dict[str, float]:
+    """Mean test PSNR at a few levels, with the protocol's noise (default_rng(1234) per level)."""
+    from training.data import add_noise
+
+    model.eval()
+    clean = test_x[:limit]
+    result: dict[str, float] = {}
+    with torch.no_grad():
+        for s in QUICK_EVAL_LEVELS:
+            noisy = add_noise(clean, s, np.random.default_rng(QUICK_EVAL_SEED))
+            out = model(torch.from_numpy(noisy)[:, None]).numpy()[:, 0]
+            result[str(s)] = round(float(psnr(clean, out).mean()), 3)
+    return result
+
+
+def train(
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    out: Path | None,
+    checkpoint: Path,
+    *,
+    data_dir: Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    dry_run: bool = False,
+    description: str | None = None,
+    model_id: str | None = None,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) a run, checkpointing after each epoch; export to `out` when it completes.
+
+    `stop_after` ends the run after that epoch as an interruption would (the checkpoint stays
+    resumable); `dry_run` runs one batch of one epoch, checkpoints and exports, for smoke tests;
+    `evaluate` adds a quick test-set PSNR check at the end.
+    Returns the final checkpoint state's summary (loss history, timings, quick evaluation).
+    """
+    split = load_dataset(cfg.data, data_dir)
+    train_x = split.train_x if cfg.train_limit is None else split.train_x[: cfg.train_limit]
+    images = torch.from_numpy(np.ascontiguousarray(train_x))[:, None]
+    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    history: list[float] = []
+    elapsed = 0.0
+    start_epoch = 0
+    if resume:
+        state = load_checkpoint(checkpoint)
+        if state["train_config"] != cfg.to_dict() or state["model_config"] != model_cfg.to_dict():
+            raise SystemExit(
+                f"{checkpoint}: was written for another configuration; resume with the same flags"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history, elapsed, start_epoch = state["history"], state["elapsed_s"], state["epoch"]
+        log.info("resumed %s at epoch %d/%d", checkpoint, start_epoch, cfg.epochs)
+
+    last_epoch = 1 if dry_run else cfg.epochs
+    if stop_after is not None:
+        last_epoch = min(last_epoch, stop_after)
+    bar = tqdm(
+        total=(last_epoch - start_epoch) * (1 if dry_run else steps_per_epoch),
+        desc=f"{cfg.arch}/{cfg.data}",
+        disable=not progress,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        file=sys.stderr,
+    )
+    for epoch in range(start_epoch, last_epoch):
+        t0 = time.perf_counter()
+        loss = train_epoch(model, images, cfg, optimizer, scheduler, gen, bar, 1 if dry_run else None)
+        elapsed += time.perf_counter() - t0
+        history.append(loss)
+        bar.write(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.5f} lr {scheduler.get_last_lr()[0]:.2e}")
+        save_checkpoint(
+            checkpoint,
+            {
+                "model_config": model_cfg.to_dict(),
+                "train_config": cfg.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
+                "history": history,
+                "elapsed_s": elapsed,
+                "description": description,
+            },
+        )
+    bar.close()
+    done = dry_run or len(history) >= cfg.epochs
+    summary: dict[str, Any] = {
+        "epochs_done": len(history),
+        "final_loss": history[-1] if history else None,
+        "loss_history": [round(x, 6) for x in history],
+        "train_seconds": round(elapsed, 1),
+        "threads": torch.get_num_threads(),
+        "completed": done,
+    }
+    if not done:
+        log.info("stopped after epoch %d; continue with --resume", len(history))
+        return summary
+    if evaluate:
+        summary["quick_eval_psnr"] = quick_eval(model, split.test_x, limit=16 if dry_run else 2000)
+        log.info("quick evaluation (test PSNR dB by noise level): %s", summary["quick_eval_psnr"])
+    if out is not None:
+        export_model(
+            model,
+            out,
+            dataset=cfg.data,
+            description=description or f"{cfg.arch} model trained on {cfg.data}",
+            model_id=model_id,
+            train_config=cfg.to_dict(),
+            seed=cfg.seed,
+            extra={"training": summary},
+            autoencoder_only=model_cfg.arch != "unet" and cfg.lesson,
+        )
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=(
+            "Train one denoising model and export it to ONNX. Unset options take the recipe of the "
+            "shipped model for --arch/--data (or the lesson's with --lesson); see docs/training.md."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--arch", choices=ARCHS, default="denoise", help="network to train")
+    p.add_argument(
+        "--data", choices=DATASETS, default="mnist5k", help="data set (mnist and fashion read IDX files)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder with the four IDX files (mnist: required; fashion: "
+        "defaults to /usr/share/datasets/fashion-mnist)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="model directory to export to when training completes, e.g. models/mnist-denoise",
+    )
+    p.add_argument("--id", dest="model_id", help="model id for the card (default: <dataset>-<arch>)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="checkpoint file, written after every epoch (default: runs/<id>/checkpoint.pt)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from --checkpoint (same flags as the first run)"
+    )
+    p.add_argument(
+        "--lesson",
+        action="store_true",
+        help="the reference lesson's exact network and recipe "
+        "(Glorot init, Adam 1e-3, batch 200, BCE, noise 0.5 only, constant LR)",
+    )
+    p.add_argument("--epochs", type=int, help="passes over the training images")
+    p.add_argument("--batch-size", type=int, help="images per optimizer step")
+    p.add_argument("--lr", type=float, help="peak Adam learning rate")
+    p.add_argument("--weight-decay", type=float, help="Adam L2 weight decay")
+    p.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        help="learning-rate schedule (cosine: warm-up, then decay to 0)",
+    )
+    p.add_argument(
+        "--loss", choices=LOSSES, help="bce: BCE-with-logits; mse; psnr: minus the mean per-image PSNR"
+    )
+    p.add_argument(
+        "--noise-min", type=float, help="lowest noise level s drawn for training (s ~ U[min, max] per image)"
+    )
+    p.add_argument("--noise-max", type=float, help="highest noise level s drawn for training")
+    p.add_argument(
+        "--shift", type=int, help="random translation of training images by up to this many pixels (0: off)"
+    )
+    p.add_argument("--train-limit", type=int, help="train on the first N training images only")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, data order, noise and augmentation")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--stop-after", type=int, metavar="EPOCH", help="stop after this epoch as if interrupted (resumable)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="one batch of everything (train step, checkpoint, "
+        "export to a temporary folder unless --out is given), for smoke tests",
+    )
+    p.add_argument("--description", help="one sentence for the model card")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (per-epoch lines are still logged)"
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
+    """The arch/data defaults, overridden by every option given on the command line."""
+    cfg = default_config(args.arch, args.data, args.lesson)
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in fields(TrainConfig)
+        if f.name not in ("arch", "data", "lesson") and getattr(args, f.name, None) is not None
+    }
+    cfg = replace(cfg, **overrides)
+    if cfg.noise_min > cfg.noise_max or cfg.noise_min < 0:
+        raise SystemExit("--noise-min must be >= 0 and <= --noise-max")
+    if args.lesson and args.arch == "unet":
+        raise SystemExit("the lesson has no unet; drop --lesson")
+    return cfg, preset(args.arch, lesson=args.lesson)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnxscript", "onnx_ir"):  # the exporter's optimizer logs every pass at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    cfg, model_cfg = config_from_args(args)
+    model_id = args.model_id or model_id_for(cfg.data, cfg.arch)
+    checkpoint = args.checkpoint or Path("runs") / model_id / "checkpoint.pt"
+    log.info("config %s", cfg)
+    with tempfile.TemporaryDirectory(prefix="train-dry-run-") as tmp:
+        if args.dry_run:
+            out = args.out or Path(tmp) / model_id
+            checkpoint = args.checkpoint or Path(tmp) / "checkpoint.pt"
+        else:
+            out = args.out
+        try:
+            summary = train(
+                cfg,
+                model_cfg,
+                out,
+                checkpoint,
+                data_dir=args.data_dir,
+                resume=args.resume,
+                stop_after=args.stop_after,
+                dry_run=args.dry_run,
+                description=args.description,
+                model_id=args.model_id,
+                progress=not args.no_progress,
+            )
+        except (DataError, CheckpointError) as exc:
+            raise SystemExit(f"error: {exc}") from exc
+    log.info(
+        "done: %d epochs, %.1f s, final loss %s",
+        summary["epochs_done"],
+        summary["train_seconds"],
+        summary["final_loss"],
+    )
+
+
+if __name__ == "__main__":
+    main()
