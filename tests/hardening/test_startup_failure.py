@@ -1,0 +1,137 @@
+"""A broken model directory stops ``ae-serve`` with a non-zero exit and a message naming the file.
+
+Each case runs the real ``ae-serve`` process on a damaged copy of the shipped models and checks its
+exit code and what it printed: the path of the offending file or directory, no traceback, and no
+port ever opened (a broken deployment must fail its start, not answer 500s later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.conftest import ROOT
+from tests.hardening.conftest import free_port, serve_argv, server_env
+
+Breaker = Callable[[Path], Path]  # damages a copy of models/, returns the path the message must name
+
+
+def _rewrite_sha(model_dir: Path, filename: str) -> None:
+    """Make card.json agree with a replaced file, so the check that fires is the one under test."""
+    card_path = model_dir / "card.json"
+    card = json.loads(card_path.read_text())
+    card["sha256"][filename] = hashlib.sha256((model_dir / filename).read_bytes()).hexdigest()
+    card_path.write_text(json.dumps(card))
+
+
+def _replace_graph(model_dir: Path, input_name: str, input_shape: list[int | str], dtype: int) -> Path:
+    """Swap ``autoencoder.onnx`` for an Identity graph whose input breaks the contract in one way."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [input_name], ["denoised"])],
+        "broken",
+        [helper.make_tensor_value_info(input_name, dtype, input_shape)],
+        [helper.make_tensor_value_info("denoised", dtype, input_shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"model_id": model_dir.name, "arch": "unet", "code_shape": "null"})
+    path = model_dir / "autoencoder.onnx"
+    onnx.save(model, path)
+    _rewrite_sha(model_dir, "autoencoder.onnx")
+    return path
+
+
+def _missing_dir(root: Path) -> Path:
+    shutil.rmtree(root)
+    return root
+
+
+def _empty_dir(root: Path) -> Path:
+    for child in root.iterdir():
+        shutil.rmtree(child)
+    return root
+
+
+def _missing_graph(root: Path) -> Path:
+    path = root / "mnist-denoise" / "decoder.onnx"
+    path.unlink()
+    return path
+
+
+def _truncated_graph(root: Path) -> Path:
+    # The card is updated too: what fails must be onnxruntime reading the file, not the checksum.
+    path = root / "mnist-denoise" / "encoder.onnx"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _rewrite_sha(path.parent, path.name)
+    return path
+
+
+def _truncated_graph_same_card(root: Path) -> Path:
+    path = root / "mnist-unet" / "autoencoder.onnx"
+    path.write_bytes(path.read_bytes()[:1000])
+    return path
+
+
+def _truncated_card(root: Path) -> Path:
+    path = root / "mnist-conv" / "card.json"
+    path.write_bytes(path.read_bytes()[:50])
+    return path
+
+
+def _wrong_input_name(root: Path) -> Path:
+    return _replace_graph(root / "mnist-unet", "pixels", ["batch", 1, 28, 28], TensorProto.FLOAT)
+
+
+def _flat_input(root: Path) -> Path:
+    return _replace_graph(root / "mnist-unet", "image", ["batch", 784], TensorProto.FLOAT)
+
+
+def _double_input(root: Path) -> Path:
+    return _replace_graph(root / "mnist-unet", "image", ["batch", 1, 28, 28], TensorProto.DOUBLE)
+
+
+def _fixed_batch(root: Path) -> Path:
+    return _replace_graph(root / "mnist-unet", "image", [1, 1, 28, 28], TensorProto.FLOAT)
+
+
+CASES: dict[str, Breaker] = {
+    "models dir missing": _missing_dir,
+    "models dir empty": _empty_dir,
+    "graph file missing": _missing_graph,
+    "graph truncated (card updated)": _truncated_graph,
+    "graph truncated (sha256 mismatch)": _truncated_graph_same_card,
+    "card.json truncated": _truncated_card,
+    "input named 'pixels'": _wrong_input_name,
+    "input flat [N, 784]": _flat_input,
+    "input float64": _double_input,
+    "input without a batch axis": _fixed_batch,
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_broken_model_dir_ends_ae_serve_naming_the_file(models_dir: Path, tmp_path: Path, case: str) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(models_dir, root, ignore=shutil.ignore_patterns("report"))
+    named = CASES[case](root)
+    port = free_port()
+    proc = subprocess.run(
+        serve_argv(),
+        cwd=ROOT,
+        env=server_env(root, port),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert str(named) in output, output
+    assert "Traceback" not in output, output
+    assert "Uvicorn running" not in output and "Application startup" not in output, output
