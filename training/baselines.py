@@ -258,6 +258,15 @@ def compute_baselines(
             jobs = []
             for s in levels:
                 param, scores = tune(method, split.train_x[:n_tune], s, runner)
+                if method.grid:
+                    log.info(
+                        "%s s=%.2f tuned on %d train images: %s = %.4g",
+                        method.key,
+                        s,
+                        n_tune,
+                        method.param_name,
+                        param,
+                    )
                 params.append(param)
                 tuning.append(scores)
                 jobs.append((protocol_noisy(test, s)[:n_test], param))
