@@ -9,8 +9,11 @@ from fastapi import Depends, HTTPException, Request
 
 from service.state import ServiceState
 
+# The dependencies are `async def` although they never await: FastAPI runs plain `def` dependencies
+# in a worker thread, a thread hop per dependency per request for a few attribute reads.
 
-def get_state(request: Request) -> ServiceState:
+
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
 
@@ -18,7 +21,7 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def ready_state(state: StateDep) -> ServiceState:
+async def ready_state(state: StateDep) -> ServiceState:
     """The state, or 503 + Retry-After while the models are still loading (or already unloading)."""
     if not state.ready:
         state.metrics.rejections.labels("not_ready").inc()
@@ -37,7 +40,7 @@ def _presented_key(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_api_key(request: Request, state: StateDep) -> None:
+async def require_api_key(request: Request, state: StateDep) -> None:
     """401 unless the request carries AE_API_KEY (``X-API-Key`` or ``Authorization: Bearer``)."""
     expected = state.settings.api_key
     if expected is None:

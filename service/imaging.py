@@ -75,7 +75,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"the image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}"
+            f"the image is too large: {width}×{height} = {width * height} pixels; the limit is {max_pixels}"
         )
     if width == 0 or height == 0:
         raise UndecodableImage(f"the image is {width}×{height}")

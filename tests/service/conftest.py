@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,17 @@ def png_bytes(pixels: np.ndarray, mode: str = "L", **save: Any) -> bytes:
     return out.getvalue()
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width × height`` but carries almost no data: a decompression bomb's header."""
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def read_png(data: bytes) -> np.ndarray:
     """PNG bytes → [h, w] floats in [0, 1] through Pillow."""
     image = Image.open(io.BytesIO(data))
@@ -49,7 +62,7 @@ def digits(mnist_test_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return clean, (np.rint(noisy * 255) / 255).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app_factory(models_dir: Path) -> Callable[..., Any]:
     """``app_factory(**settings)`` → an app on the shipped models (lifespan not started)."""
 
@@ -59,9 +72,12 @@ def app_factory(models_dir: Path) -> Callable[..., Any]:
     return build
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def client(app_factory: Callable[..., Any]) -> Iterator[TestClient]:
-    """A client of a running app (lifespan started) with default settings, shared by a module."""
+    """A client of a running app (lifespan started) with default settings, shared by every test.
+
+    Tests must not depend on its state (metrics tests compare before/after).
+    """
     with TestClient(app_factory()) as test_client:
         yield test_client
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from service import imaging
-from tests.service.conftest import png_bytes
+from tests.service.conftest import png_bytes, png_header_only
 
 LIMIT = 4096 * 4096
 
@@ -153,26 +151,15 @@ def test_eps_is_not_handed_to_ghostscript() -> None:
         imaging.decode_image(eps, max_pixels=LIMIT)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims ``width × height`` but carries almost no data: a decompression bomb's header."""
-
-    def chunk(tag: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_pixel_limit_is_checked_from_the_header() -> None:
     with pytest.raises(imaging.ImageTooLarge, match="5000×5000 = 25000000 pixels; the limit is 16777216"):
-        imaging.decode_image(_png_header_only(5000, 5000), max_pixels=LIMIT, resize=True)
+        imaging.decode_image(png_header_only(5000, 5000), max_pixels=LIMIT, resize=True)
 
 
 def test_decompression_bomb_is_refused() -> None:
     # Far past Pillow's own guard too (2 × 89 Mpx): refused while parsing the header.
     with pytest.raises(imaging.ImageTooLarge):
-        imaging.decode_image(_png_header_only(50_000, 50_000), max_pixels=LIMIT, resize=True)
+        imaging.decode_image(png_header_only(50_000, 50_000), max_pixels=LIMIT, resize=True)
 
 
 def test_real_oversized_image_is_refused_before_decoding() -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from service import imaging
-from tests.service.conftest import png_bytes, read_png
+from tests.service.conftest import png_bytes, png_header_only, read_png
 
 PNG = {"content-type": "image/png"}
 HALF_LEVEL = 0.5 / 255 + 1e-6  # PNG rounding: half of one 8-bit level
@@ -229,11 +229,17 @@ def test_wrong_size_is_422_naming_resize(client: TestClient) -> None:
     assert r.status_code == 422 and "32×32; expected 28×28 (or pass resize=true)" in _detail(r)
 
 
-def test_decompression_bomb_is_413_without_decoding(client: TestClient) -> None:
-    out = io.BytesIO()
-    Image.new("1", (20_000, 20_000)).save(out, "PNG")  # ~50 kB on the wire, 400 Mpx decoded
-    r = client.post("/denoise?resize=true", content=out.getvalue(), headers=PNG)
+@pytest.mark.parametrize("side", [5_000, 50_000])  # over AE_MAX_PIXELS; over Pillow's own guard too
+def test_decompression_bomb_is_413_without_decoding(client: TestClient, side: int) -> None:
+    r = client.post("/denoise?resize=true", content=png_header_only(side, side), headers=PNG)
     assert r.status_code == 413 and "too large" in _detail(r)
+
+
+def test_real_oversized_image_is_413(client: TestClient) -> None:
+    out = io.BytesIO()
+    Image.new("1", (4100, 4100)).save(out, "PNG")  # 3 kB on the wire, 16.8 Mpx decoded
+    r = client.post("/denoise?resize=true", content=out.getvalue(), headers=PNG)
+    assert r.status_code == 413 and "16810000 pixels; the limit is 16777216" in _detail(r)
 
 
 def test_bad_file_in_a_batch_is_named(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
