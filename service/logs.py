@@ -40,3 +40,20 @@ def configure_logging(level: str) -> None:
         logger.addHandler(handler)
     # Our handler prints them; the root logger (uvicorn's or a test runner's) would repeat them.
     logger.propagate = False
+
+
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own loggers as JSON lines too, so that every line on stderr parses the same way."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["json"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"handlers": ["json"], "level": level.upper(), "propagate": False},
+        },
+    }

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from service.config import Settings
 from service.deps import require_api_key
 from service.errors import install_error_handlers
-from service.logs import configure_logging
+from service.logs import configure_logging, uvicorn_log_config
 from service.metrics import Metrics
 from service.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelError, Registry, load_registry
@@ -105,6 +105,7 @@ def run() -> None:
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": False,  # the request middleware logs one structured line per request
+        "log_config": uvicorn_log_config(settings.log_level),
         "timeout_graceful_shutdown": 30,
     }
     if settings.workers == 1:
