@@ -1,0 +1,236 @@
+"""Shared by the benchmark scripts: servers on 127.0.0.1, wrk runs, the test image, the machine's state.
+
+Every script prints the exact command that produced its figures and what else the machine was doing,
+because the figures of a 2-core machine shared with other jobs mean little without that.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LUA = ROOT / "bench" / "multipart.lua"
+HOST = "127.0.0.1"
+
+
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces this run, as a user would type it from the repository root."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join([".venv/bin/python", "-m", module, *args])
+
+
+def machine_state() -> str:
+    """Load averages and the busiest processes right now (top's second sample: current, not lifetime)."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    try:
+        out = subprocess.run(
+            ["top", "-b", "-c", "-n", "2", "-d", "1", "-w", "200", "-o", "%CPU"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f"cores {os.cpu_count()}, load {load}"
+    last = out[out.rfind("top - ") :].splitlines()
+    header = next(i for i, line in enumerate(last) if line.lstrip().startswith("PID"))
+    busy = []
+    for line in last[header + 1 : header + 6]:
+        cols = line.split(None, 11)
+        if len(cols) == 12 and float(cols[8]) >= 5.0:
+            busy.append(f"{cols[8]}% {cols[11][:70]}")
+    procs = "; ".join(busy) if busy else "none above 5%"
+    return f"cores {os.cpu_count()}, load {load}; busy: {procs}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def digit_png(directory: Path, noise: float = 0.3) -> Path:
+    """A real MNIST test digit with the evaluation protocol's noise, as an 8-bit PNG (what users send)."""
+    from PIL import Image
+
+    from training.data import add_noise, load_mnist5k
+
+    clean = load_mnist5k().test_x[:1]
+    noisy = add_noise(clean, noise, np.random.default_rng(0))[0]
+    out = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(noisy * 255), 0, 255).astype(np.uint8), "L").save(out, "PNG")
+    path = directory / "digit.png"
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float) -> None:
+    """Poll ``path`` every 5 ms until it answers 200; fail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {path} answered 200")
+        try:
+            if get(port, path, timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise RuntimeError(f"{path} did not answer 200 within {timeout} s")
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    ready_seconds: float  # process start to the first 200 from the readiness path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server process, from /proc (VmRSS)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS line")
+
+
+# Both read AE_HOST / AE_PORT, which serve() sets.
+SERVICE_ARGV = [str(BIN / "ae-serve")]
+ECHO_ARGV = [sys.executable, "-m", "bench.echo_app"]
+
+
+@contextmanager
+def serve(
+    name: str, argv: Sequence[str], env: dict[str, str] | None = None, ready_path: str = "/readyz"
+) -> Iterator[Server]:
+    """Start a server on a free port, wait until ``ready_path`` answers 200, stop it afterwards."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "AE_HOST": HOST,
+        "AE_PORT": str(port),
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
+    with log.open("wb") as sink:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(proc, port, ready_path, timeout=120)
+            server = Server(name, port, proc, time.perf_counter() - started, log)
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    log.unlink(missing_ok=True)
+
+
+@dataclass
+class WrkResult:
+    connections: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int  # socket errors and timeouts
+    non_2xx: int
+
+    def row(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def wrk(
+    url: str,
+    image: Path,
+    connections: int,
+    seconds: float,
+    timeout_s: int = 10,
+) -> WrkResult:
+    """One ``wrk`` run (one thread: wrk must not take the cores the server needs) of multipart uploads."""
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        f"--timeout={timeout_s}s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(image),
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 120)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
+    s = json.loads(line[len("BENCH ") :])
+    secs = s["duration_us"] / 1e6
+    return WrkResult(
+        connections=connections,
+        requests=s["requests"],
+        seconds=round(secs, 3),
+        rps=s["requests"] / secs,
+        p50_ms=s["p50_us"] / 1000,
+        p90_ms=s["p90_us"] / 1000,
+        p99_ms=s["p99_us"] / 1000,
+        max_ms=s["max_us"] / 1000,
+        errors=s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["timeouts"],
+        non_2xx=s["non_2xx"],
+    )
+
+
+def median_result(results: list[WrkResult]) -> WrkResult:
+    """The round with the median throughput (its own latencies: never mix figures across rounds)."""
+    ordered = sorted(results, key=lambda r: r.rps)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def write_json(path: Path | None, payload: dict[str, object]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")

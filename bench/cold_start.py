@@ -1,0 +1,79 @@
+"""Cold start (process start to the first ``/readyz`` 200) and resident memory under use.
+
+Starts ``ae-serve`` on the shipped models ``--starts`` times and reports the median time to ready;
+then, on one of them, sends ``--requests`` ``/denoise`` uploads (wrk, bounded by count) and reads the
+process's VmRSS before and after, and again after a second batch of the same size, so that steady
+growth (a leak) would show as a difference between the two.
+
+    .venv/bin/python -m bench.cold_start
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench._common import SERVICE_ARGV, command_line, digit_png, machine_state, median, serve, write_json, wrk
+from bench.throughput import parse_env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--env", nargs="*", default=[], help="AE_* settings for the service")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    env = parse_env(args.env)
+
+    print(f"command: {command_line('bench.cold_start')}")
+    print(f"machine before: {machine_state()}", flush=True)
+    ready: list[float] = []
+    for _ in range(args.starts):
+        with serve("service", SERVICE_ARGV, env) as server:
+            ready.append(server.ready_seconds)
+    print("start to ready, s: " + ", ".join(f"{s:.3f}" for s in ready))
+
+    with tempfile.TemporaryDirectory() as tmp, serve("service", SERVICE_ARGV, env) as server:
+        image = digit_png(Path(tmp))
+        rss_ready = server.rss_mib()
+        sent, rss, failed = [], [], 0
+        for _ in range(2):
+            # wrk runs for a time, not a count: repeat short runs until the count is reached.
+            count = 0
+            while count < args.requests:
+                r = wrk(f"{server.url}/denoise", image, args.concurrency, seconds=5)
+                count += r.requests
+                failed += r.non_2xx + r.errors
+            sent.append(count)
+            rss.append(server.rss_mib())
+    print(f"\ncold start to ready: median {median(ready):.3f} s over {args.starts} starts (target < 1 s)")
+    print(f"RSS when ready: {rss_ready:.1f} MiB")
+    total = 0
+    for count, mib in zip(sent, rss, strict=True):
+        total += count
+        print(
+            f"RSS after {total:,} /denoise requests (c={args.concurrency}): {mib:.1f} MiB (target < 150 MB)"
+        )
+    print(f"non-2xx responses and socket errors: {failed}")
+    print(f"machine after: {machine_state()}")
+    write_json(
+        args.json,
+        {
+            "command": command_line("bench.cold_start"),
+            "env": env,
+            "ready_seconds": ready,
+            "rss_ready_mib": rss_ready,
+            "rss_after_mib": rss,
+            "requests": sent,
+            "failures": failed,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Every benchmark in turn (``make bench``): figures printed, JSON, logs and plots into ``--out``.
+
+    .venv/bin/python -m bench.run_all                     # about 8 minutes
+    .venv/bin/python -m bench.run_all --quick             # about 2 minutes, for a smoke test
+
+Each script also runs on its own; docs/benchmarks.md gives the command behind each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from bench._common import ROOT, machine_state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--quick", action="store_true", help="short runs: a smoke test, not figures")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    quick = {
+        "ort_alone": ["--seconds", "0.2", "--repeats", "1"],
+        "throughput": ["--seconds", "3", "--rounds", "1"],
+        "batching": ["--seconds", "3", "--rounds", "1"],
+        "cold_start": ["--starts", "2", "--requests", "1000"],
+        "profile": ["--seconds", "5"],
+    }
+    print(f"machine at the start: {machine_state()}", flush=True)
+    for name in ("ort_alone", "throughput", "batching", "cold_start", "profile"):
+        argv = [sys.executable, "-m", f"bench.{name}"]
+        if name == "profile":
+            argv += ["--svg", str(out / "flame.svg")]
+        else:
+            argv += ["--json", str(out / f"{name}.json")]
+        if args.quick:
+            argv += quick[name]
+        print(f"\n=== {name} ===", flush=True)
+        result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        print(result.stdout, end="")
+        (out / f"{name}.txt").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            print(result.stderr, file=sys.stderr)
+            raise SystemExit(f"bench.{name} failed with {result.returncode}")
+    subprocess.run([sys.executable, "-m", "bench.plots", str(out)], cwd=ROOT, check=True)
+
+
+if __name__ == "__main__":
+    main()
