@@ -1,13 +1,16 @@
 """The app factory, its lifespan, and ``ae-serve``.
 
-Nothing is loaded at import: ``app = create_app()`` builds routes and middleware only; the models
-load in the lifespan (or, under ``ae-serve``, just before the server starts, so that a broken model
-directory ends the process with one clear line instead of a traceback).
+Nothing happens at import: ``app`` is created on first access (``uvicorn service.main:app``), and
+even then only routes and middleware are built. The models load in the lifespan or, under
+``ae-serve``, just before the server starts, so that a broken model directory ends the process
+with one clear line instead of a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,15 +81,46 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     return app
 
 
-app = create_app()
+app: FastAPI  # declared only: __getattr__ below creates it on first access
 
 
-def run() -> None:
+def __getattr__(name: str) -> FastAPI:
+    """``service.main:app`` (``uvicorn service.main:app``), built on first access (PEP 562).
+
+    So importing this module, as ``ae-serve`` and the tests do, reads no settings at all.
+    """
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ae-serve",
+        description="Serve the autoencoders over HTTP. Every setting is an AE_* environment variable "
+        "(docs/api.md); the options below override the matching ones.",
+    )
+    parser.add_argument("--host", help="bind address (AE_HOST)")
+    parser.add_argument("--port", help="port (AE_PORT)")
+    parser.add_argument("--workers", help="worker processes (AE_WORKERS)")
+    parser.add_argument("--models-dir", help="directory of <model-id>/ folders (AE_MODELS_DIR)")
+    parser.add_argument("--log-level", help="debug, info, warning or error (AE_LOG_LEVEL)")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str] | None = None) -> None:
     """``ae-serve``: serve with the ``AE_*`` settings; exit 1 with one line if a model is broken."""
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    # Options become AE_* variables: the one source of settings, inherited by worker processes.
+    for name, value in vars(args).items():
+        if value is not None:
+            os.environ[f"AE_{name.upper()}"] = str(value)
     try:
         settings = Settings()
     except ValidationError as exc:
-        sys.stderr.write(f"ae-serve: invalid AE_* setting:\n{exc}\n")
+        sys.stderr.write(f"ae-serve: invalid setting:\n{exc}\n")
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.main import create_app
@@ -26,6 +27,14 @@ from tests.service.conftest import make_settings, png_bytes, read_png
 def test_creating_the_app_loads_nothing(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path / "does-not-exist"))  # would fail if it loaded models
     assert app.state.service.ready is False
+
+
+def test_module_app_is_built_on_first_access() -> None:
+    import service.main
+
+    first = service.main.app  # what `uvicorn service.main:app` asks for
+    assert isinstance(first, FastAPI) and service.main.app is first
+    assert first.state.service.ready is False
 
 
 def test_startup_fails_naming_the_missing_file(models_dir: Path, tmp_path: Path) -> None:
@@ -63,6 +72,41 @@ def test_ae_serve_exits_1_with_one_line_for_a_broken_model(models_dir: Path, tmp
     assert "Traceback" not in stderr
     (line,) = [ln for ln in stderr.splitlines() if "start-up failed" in ln]
     assert f"{root / 'mnist-denoise' / 'decoder.onnx'}: sha256 mismatch" in line
+
+
+def test_importing_the_module_reads_no_settings() -> None:
+    # With an invalid setting in the environment, the import succeeds; building ``app`` is what fails.
+    code = (
+        "import service.main as m\n"
+        "assert 'app' not in vars(m)\n"
+        "try:\n    m.app\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+    )
+    env = {**os.environ, "AE_MAX_BATCH_SIZE": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ValidationError"
+
+
+def test_ae_serve_refuses_an_invalid_setting_with_exit_2() -> None:
+    proc = _serve({"AE_MAX_BATCH_SIZE": "0"})
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "ae-serve: invalid setting" in stderr and "max_batch_size" in stderr and "Traceback" not in stderr
+
+
+def test_ae_serve_options_override_the_environment(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from service.main import run; run()", "--models-dir", str(tmp_path / "none")],
+        cwd=ROOT,
+        env={**os.environ, "AE_MODELS_DIR": str(ROOT / "models")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert f"{tmp_path / 'none'}: models directory does not exist" in proc.stderr
 
 
 def _free_port() -> int:
