@@ -91,11 +91,17 @@ class Batcher:
         self._not_empty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._active = 0  # batches taken off the queue whose callers have not all been answered yet
 
     @property
     def depth(self) -> int:
         """Requests waiting to be batched."""
         return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing running: every request submitted so far has its answer."""
+        return not self._queue and self._active == 0
 
     def start(self) -> None:
         """Start the worker tasks; call from the running event loop (the app's lifespan)."""
@@ -150,6 +156,7 @@ class Batcher:
             await self._not_empty.wait()
         loop = asyncio.get_running_loop()
         first = self._queue.popleft()
+        self._active += 1  # from here until _work has answered it; _work takes it back
         batch, rows = [first], len(first.rows)
         deadline = loop.time() + self.max_wait_s
         while rows < self.max_batch_size:
@@ -175,39 +182,46 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            if not batch:
-                continue
-            inputs = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
-            started = time.perf_counter()
             try:
-                outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
-                if len(outputs) != len(inputs):
-                    raise BatchSizeMismatch(
-                        f"{self.name}: returned {len(outputs)} outputs for {len(inputs)} inputs"
-                    )
-            except asyncio.CancelledError:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(BatcherClosed(f"{self.name}: shutting down"))
-                raise
-            except Exception as exc:
-                logger.exception("%s: batch of %d failed", self.name, len(inputs))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            offset = 0
-            for p in batch:
-                n = len(p.rows)
-                if not p.future.done():
-                    p.future.set_result(outputs[offset : offset + n])
-                offset += n
-            if self._on_batch is not None:
-                stats = BatchStats(
-                    name=self.name,
-                    rows=len(inputs),
-                    requests=len(batch),
-                    queue_waits=tuple(started - p.enqueued for p in batch),
-                    run_seconds=time.perf_counter() - started,
+                await self._run(loop, batch)
+            finally:
+                self._active -= 1
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        """Run one collected batch and answer each of its callers."""
+        if not batch:
+            return
+        inputs = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
+            if len(outputs) != len(inputs):
+                raise BatchSizeMismatch(
+                    f"{self.name}: returned {len(outputs)} outputs for {len(inputs)} inputs"
                 )
-                self._on_batch(stats)
+        except asyncio.CancelledError:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(BatcherClosed(f"{self.name}: shutting down"))
+            raise
+        except Exception as exc:
+            logger.exception("%s: batch of %d failed", self.name, len(inputs))
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        offset = 0
+        for p in batch:
+            n = len(p.rows)
+            if not p.future.done():
+                p.future.set_result(outputs[offset : offset + n])
+            offset += n
+        if self._on_batch is not None:
+            stats = BatchStats(
+                name=self.name,
+                rows=len(inputs),
+                requests=len(batch),
+                queue_waits=tuple(started - p.enqueued for p in batch),
+                run_seconds=time.perf_counter() - started,
+            )
+            self._on_batch(stats)
