@@ -9,8 +9,10 @@ with one clear line instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,11 +29,24 @@ from service.logs import configure_logging, uvicorn_log_config
 from service.metrics import Metrics
 from service.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelError, Registry, load_registry
-from service.routes import codes, demo, health, images, models, v2
+from service.routes import admin, codes, demo, health, images, models, v2
 from service.routes import metrics as metrics_routes
 from service.state import ServiceState
 
 logger = logging.getLogger("service.main")
+
+
+def _reload_on_sighup(state: ServiceState) -> bool:
+    """SIGHUP reloads the models, as for most daemons; False where no handler can be installed.
+
+    Only an event loop in the main thread can take signals (a test client runs the lifespan in
+    another thread), and Windows has no SIGHUP.
+    """
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, state.request_reload)
+    except (AttributeError, NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -43,9 +58,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.start(registry)
+        hup = _reload_on_sighup(state)
         try:
             yield
         finally:
+            if hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await state.stop()
 
     app = FastAPI(
@@ -73,7 +91,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
     protected = [Depends(require_api_key)]
-    for router in (images.router, codes.router, models.router):
+    for router in (images.router, codes.router, models.router, admin.router):
         app.include_router(router, dependencies=protected)
     # v2 applies the API key per route (its health routes stay open); the demo page is public.
     app.include_router(v2.router)

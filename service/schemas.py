@@ -50,3 +50,10 @@ class StatusResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: Any
+
+
+class ReloadResponse(BaseModel):
+    status: str = Field(examples=["reloaded"])
+    generation: int = Field(description="1 for the models loaded at start-up, one more per successful reload")
+    models: list[str] = Field(description="the model ids now served")
+    seconds: float = Field(description="time taken to load, check and warm up the new models")

@@ -3,22 +3,31 @@
 One :class:`ServiceState` per app, on ``app.state.service``. :meth:`ServiceState.start` loads and
 checks every model, warms every graph up and starts one batcher per graph; only then is the
 service ready. :meth:`ServiceState.stop` undoes that in reverse.
+
+:meth:`ServiceState.reload` loads ``models/`` again while the old models keep serving, and swaps
+only when every new model has passed the contract checks and its warm-up; a bad directory leaves
+the old models in place. A request that picked its model before the swap still runs on that model:
+the old generation of batchers keeps running until every request it accepted has its answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from service import imaging
-from service.batching import Batcher
+from service.batching import Batcher, BatcherClosed
 from service.config import Settings
 from service.metrics import Metrics
-from service.registry import Model, Registry, load_registry
+from service.registry import Model, ModelError, Registry, load_registry
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +37,47 @@ def batcher_name(model_id: str, graph: str) -> str:
     return f"{model_id}/{graph}"
 
 
+# How often a retired generation checks whether its last request has been answered, and how long
+# it waits at most: a request still queued after that gets 503 + Retry-After (never a lost answer).
+_DRAIN_POLL_S = 0.005
+_DRAIN_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Generation:
+    """One loaded ``models/``: the registry, a batcher per graph and the threads that run them."""
+
+    number: int
+    registry: Registry
+    batchers: dict[str, Batcher]
+    executor: ThreadPoolExecutor
+    closed: bool = False
+    _models: frozenset[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._models = frozenset(id(model) for model in self.registry)
+
+    def owns(self, model: Model) -> bool:
+        return id(model) in self._models
+
+    @property
+    def idle(self) -> bool:
+        return all(batcher.idle for batcher in self.batchers.values())
+
+    async def close(self) -> None:
+        self.closed = True
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        await run_in_threadpool(self.executor.shutdown, True)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    generation: int
+    models: list[str]
+    seconds: float
+
+
 class ServiceState:
     """Models, batchers and readiness of one app; see the module docstring."""
 
@@ -35,15 +85,31 @@ class ServiceState:
         self.settings = settings
         self.metrics = metrics
         self.ready = False
-        self._registry: Registry | None = None
-        self.batchers: dict[str, Batcher] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._current: _Generation | None = None
+        self._retiring: list[_Generation] = []
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()  # background reloads and drains, kept referenced
 
     @property
     def registry(self) -> Registry:
-        if self._registry is None:
+        if self._current is None:
             raise RuntimeError("the models are not loaded yet")
-        return self._registry
+        return self._current.registry
+
+    @property
+    def batchers(self) -> dict[str, Batcher]:
+        """The batchers of the models being served now, by ``<model id>/<graph role>``."""
+        return self._current.batchers if self._current is not None else {}
+
+    @property
+    def retiring(self) -> int:
+        """Replaced generations still answering the requests they took before a reload."""
+        return len(self._retiring)
+
+    @property
+    def generation(self) -> int:
+        """1 after start-up, one more after each successful reload."""
+        return self._current.number if self._current is not None else 0
 
     def _load(self) -> Registry:
         s = self.settings
@@ -57,18 +123,14 @@ class ServiceState:
                 graph.warm_up((1,))
         imaging.warm_up()
 
-    async def start(self, registry: Registry | None = None) -> None:
-        """Load (unless given an already loaded registry), warm up, start batchers, become ready."""
-        started = time.perf_counter()
-        if registry is None:
-            registry = await run_in_threadpool(self._load)
-        await run_in_threadpool(self._warm_up, registry)
+    def _start_generation(self, number: int, registry: Registry) -> _Generation:
         s = self.settings
         graphs = [(model, role) for model in registry for role in model.graphs]
         # One thread per batcher worker: a graph never waits for a thread while another one runs.
-        self._executor = ThreadPoolExecutor(
+        executor = ThreadPoolExecutor(
             max_workers=len(graphs) * s.batch_workers, thread_name_prefix="ae-infer"
         )
+        batchers = {}
         for model, role in graphs:
             name = batcher_name(model.id, role)
             batcher = Batcher(
@@ -78,31 +140,109 @@ class ServiceState:
                 max_wait_s=s.max_wait_ms / 1000.0,
                 max_queue=s.max_queue,
                 workers=s.batch_workers,
-                executor=self._executor,
+                executor=executor,
                 on_batch=self.metrics.observe_batch,
             )
             batcher.start()
-            self.batchers[name] = batcher
-        self._registry = registry
+            batchers[name] = batcher
+        return _Generation(number, registry, batchers, executor)
+
+    async def start(self, registry: Registry | None = None) -> None:
+        """Load (unless given an already loaded registry), warm up, start batchers, become ready."""
+        started = time.perf_counter()
+        if registry is None:
+            registry = await run_in_threadpool(self._load)
+        await run_in_threadpool(self._warm_up, registry)
+        self._current = self._start_generation(1, registry)
         self.ready = True
         logger.info(
             "ready: %d models, %d graphs on %s in %.0f ms",
             len(registry),
-            len(graphs),
+            len(self._current.batchers),
             ", ".join(registry.providers),
             (time.perf_counter() - started) * 1000,
         )
 
+    async def reload(self) -> ReloadResult:
+        """Load ``models/`` again and serve it; :class:`ModelError` leaves the old models serving.
+
+        Reloads run one at a time. Requests keep being served throughout: by the old models until
+        the swap, by the new ones after it, and those already holding an old model finish on it.
+        """
+        async with self._reload_lock:
+            if self._current is None:
+                raise RuntimeError("reload before start")
+            started = time.perf_counter()
+            registry = await run_in_threadpool(self._load)  # ModelError propagates; nothing swapped
+            await run_in_threadpool(self._warm_up, registry)
+            old, self._current = self._current, self._start_generation(self._current.number + 1, registry)
+            self._retiring.append(old)
+            self._spawn(self._retire(old))
+            result = ReloadResult(self._current.number, registry.ids, time.perf_counter() - started)
+            logger.info(
+                "reloaded models (generation %d): %s in %.0f ms",
+                result.generation,
+                ", ".join(result.models),
+                result.seconds * 1000,
+            )
+            return result
+
+    def request_reload(self) -> None:
+        """Reload in the background (SIGHUP); the outcome goes to the log, as nobody waits for it."""
+
+        async def reload_and_log() -> None:
+            try:
+                await self.reload()
+            except ModelError as exc:
+                logger.error("reload failed, still serving generation %d: %s", self.generation, exc)
+
+        self._spawn(reload_and_log())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retire(self, old: _Generation) -> None:
+        """Close a replaced generation once every request it accepted has been answered."""
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        while not old.idle and time.monotonic() < deadline:
+            await asyncio.sleep(_DRAIN_POLL_S)
+        # No await between the idle check and closing: no request can slip into the old queues.
+        old.closed = True
+        self._retiring.remove(old)
+        await old.close()
+        logger.info("generation %d retired", old.number)
+
     async def stop(self) -> None:
         """Stop taking work, fail whatever still waits, release the threads."""
         self.ready = False
-        for batcher in self.batchers.values():
-            await batcher.stop()
-        self.batchers = {}
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        generations = [*self._retiring, *([self._current] if self._current is not None else [])]
+        self._retiring = []
+        for generation in generations:
+            await generation.close()
+
+    def _generation_for(self, model: Model) -> tuple[_Generation, Model]:
+        """The open generation that holds ``model``, or its same-shaped successor in the current one."""
+        current = self._current
+        if current is None:
+            raise BatcherClosed("the models are not loaded")
+        for generation in (current, *self._retiring):
+            if not generation.closed and generation.owns(model):
+                return generation, model
+        # Its generation closed while the request was being read: use what now serves that id, if
+        # it takes the same inputs (raises UnknownModel, a 404, if a reload removed the model).
+        successor = current.registry.get(model.id)
+        if successor.code_shape != model.code_shape or set(successor.graphs) != set(model.graphs):
+            raise BatcherClosed(
+                f"model {model.id!r} was reloaded with a different shape while the request waited"
+            )
+        return current, successor
 
     async def infer(self, model: Model, graph: str, rows: np.ndarray) -> np.ndarray:
         """Run ``rows`` (first axis = batch) through one graph of ``model``, batched with others."""
-        return await self.batchers[batcher_name(model.id, graph)].submit(rows)
+        generation, model = self._generation_for(model)
+        return await generation.batchers[batcher_name(model.id, graph)].submit(rows)
