@@ -264,6 +264,17 @@ def update_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _training_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """What the card says about the run, from the checkpoint (as training.train writes it)."""
+    history = [float(x) for x in state["history"]]
+    return {
+        "epochs_done": state.get("epoch", len(history)),
+        "final_loss": history[-1] if history else None,
+        "loss_history": [round(x, 6) for x in history],
+        "train_seconds": round(float(state.get("elapsed_s", 0.0)), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
@@ -299,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         model_id=args.model_id,
         train_config=train_cfg,
         seed=train_cfg.get("seed"),
-        extra=state.get("card_extra"),
+        extra={"training": _training_summary(state)} if "history" in state else None,
         autoencoder_only=args.autoencoder_only,
     )
 

@@ -97,7 +97,7 @@ SHIPPED_PRESETS: dict[str, ModelConfig] = {
         norm="batch",
         init="default",
     ),
-    "unet": ModelConfig(arch="unet", base_width=16, depth=2, norm="batch", init="default"),
+    "unet": ModelConfig(arch="unet", base_width=20, depth=2, norm="batch", init="default"),
 }
 
 
