@@ -25,11 +25,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
-# The stub package lets `pip install .` resolve the dependencies before the real code is copied.
-COPY pyproject.toml README.md ./
+# The stub package lets `pip install .` resolve the dependencies before the real code is copied;
+# the empty README.md (pyproject names it) keeps README edits from invalidating this layer.
+COPY pyproject.toml ./
 # Versions are bounded in pyproject.toml, the one list of runtime dependencies.
 # hadolint ignore=DL3013
-RUN mkdir service && touch service/__init__.py \
+RUN mkdir service && touch service/__init__.py README.md \
     && pip install . \
     && pip uninstall -y ae-denoise \
     && if [ "$ONNXRUNTIME_PACKAGE" != "onnxruntime" ]; then \

@@ -21,10 +21,12 @@ from PIL import Image
 
 from service.config import Settings
 from service.main import create_app
-from tests.e2e.conftest import ROOT, TEST_IMAGE, ComposeUp, Stack
+from tests.e2e.conftest import ROOT, TEST_IMAGE, UP_TIMEOUT_S, ComposeUp, Stack
 from training.data import add_noise, load_mnist5k
 
-pytestmark = pytest.mark.container
+# The first test also waits for the image build (minutes on a cold, busy machine), which the
+# suite-wide per-test timeout does not allow for.
+pytestmark = [pytest.mark.container, pytest.mark.timeout(UP_TIMEOUT_S + 300)]
 
 MODEL = "mnist-denoise"  # the service's default model
 NOISE = 0.3
@@ -93,6 +95,16 @@ def test_container_is_healthy_and_ready(api: Stack, api_url: str) -> None:
     assert httpx.get(f"{api_url}/readyz", timeout=10).status_code == 200
 
 
+def test_image_ships_the_demo_page_and_its_files(api_url: str) -> None:
+    page = httpx.get(f"{api_url}/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for name in ("demo.js", "demo.css"):
+        asset = httpx.get(f"{api_url}/static/{name}", timeout=10)
+        assert asset.status_code == 200, name
+        assert asset.content == (ROOT / "service" / "static" / name).read_bytes()
+
+
 def test_denoise_from_host_matches_in_process_service(
     api_url: str, in_process: TestClient, digit: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -113,15 +125,14 @@ def test_denoise_from_host_matches_in_process_service(
 def test_denoise_from_host_brings_a_noisy_digit_closer_to_the_clean_one(
     api_url: str, digit: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    description = str(_card(MODEL).get("description", ""))
-    if description.startswith("UNTRAINED"):
-        pytest.skip(f"models/{MODEL} is still the untrained placeholder; it cannot denoise yet")
     clean, noisy = digit
     reply = httpx.post(
         f"{api_url}/denoise", files={"file": ("digit.png", _png(noisy), "image/png")}, timeout=30
     )
     assert reply.status_code == 200, reply.text
     denoised = _pixels(reply.content)
+    # The shipped model leaves about a ninth of the noisy error on this digit; half is a loose bound
+    # that a model which does not denoise (an untrained one, an identity) fails.
     assert _mse(denoised, clean) < 0.5 * _mse(noisy, clean)
 
 
