@@ -73,6 +73,22 @@ def test_denoised_digit_is_closer_to_the_clean_one(
         assert _mse(out, x) < _mse(y, x)
 
 
+@pytest.mark.parametrize("model_id", ["fashion-denoise", "fashion-unet"])
+def test_denoised_fashion_item_is_closer_to_the_clean_one(client: TestClient, model_id: str) -> None:
+    from training.data import FASHION_DIR, add_noise, read_idx
+
+    path = FASHION_DIR / "t10k-images-idx3-ubyte.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing (Debian package dataset-fashion-mnist; make system-deps)")
+    if not client.get(f"/models/{model_id}").json().get("trained", True):
+        pytest.skip(f"{model_id} is an untrained placeholder")
+    clean = read_idx(path, expected_ndim=3)[:8].astype(np.float32) / 255.0
+    noisy = np.rint(add_noise(clean, 0.3, np.random.default_rng(0)) * 255) / 255
+    for x, y in zip(clean, noisy, strict=True):
+        r = client.post(f"/denoise?model={model_id}", content=png_bytes(y), headers=PNG)
+        assert _mse(read_png(r.content), x) < _mse(y, x)
+
+
 def test_encode_returns_the_code_and_its_shape(
     client: TestClient, digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
