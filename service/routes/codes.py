@@ -17,8 +17,9 @@ router = APIRouter(tags=["codes"])
 
 ModelQuery = Annotated[str | None, Query(description="model id, when the body names none")]
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# 400: FastAPI's own answer to a body it cannot even read as text ("There was an error parsing the body").
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 404, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)
 }
 
 
