@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -78,6 +79,17 @@ class ProtocolRoute(APIRoute):
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=ProtocolRoute)
 _protected = [Depends(require_api_key)]
+
+
+class ProtocolErrorBody(BaseModel):
+    """Every v2 failure: the protocol's error object."""
+
+    error: str
+
+
+def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the statuses a v2 route can answer, all with the protocol's error body."""
+    return {code: {"model": ProtocolErrorBody} for code in codes}
 
 
 @dataclass(frozen=True)
@@ -158,13 +170,23 @@ async def server_ready(state: StateDep) -> JSONResponse:
     return JSONResponse({"ready": True})
 
 
-@router.get("/models/{model_name}", dependencies=_protected, summary="A model's inputs and outputs")
+@router.get(
+    "/models/{model_name}",
+    dependencies=_protected,
+    responses=_documented(401, 404, 503),
+    summary="A model's inputs and outputs",
+)
 @router.get("/models/{model_name}/versions/{version}", dependencies=_protected, include_in_schema=False)
 async def model_metadata(model_name: str, state: ReadyState, version: str | None = None) -> dict[str, Any]:
     return resolve(state.registry, model_name, version).metadata()
 
 
-@router.get("/models/{model_name}/ready", dependencies=_protected, summary="200 when the model can infer")
+@router.get(
+    "/models/{model_name}/ready",
+    dependencies=_protected,
+    responses=_documented(401, 404, 503),
+    summary="200 when the model can infer",
+)
 @router.get("/models/{model_name}/versions/{version}/ready", dependencies=_protected, include_in_schema=False)
 async def model_ready(model_name: str, state: ReadyState, version: str | None = None) -> dict[str, Any]:
     # Every graph loads and warms up before the service is ready, so a known model is ready then.
@@ -175,6 +197,7 @@ async def model_ready(model_name: str, state: ReadyState, version: str | None = 
     "/models/{model_name}/infer",
     dependencies=_protected,
     response_class=Response,
+    responses=_documented(400, 401, 404, 413, 415, 422, 503),
     summary="Run a model on JSON or binary tensors",
 )
 @router.post(
