@@ -2,8 +2,8 @@
 # Classic Dockerfile syntax only, so that both the legacy builder (`docker build`) and BuildKit
 # (`docker compose build`) build it. See docs/deployment.md.
 
-# ---- builder: a virtual environment with the service's runtime dependencies only (no torch) ----
-FROM python:3.11-slim AS builder
+# ---- deps: a virtual environment with the service's runtime dependencies only (no torch) ----
+FROM python:3.11-slim AS deps
 
 # onnxruntime (CPU) by default; `onnxruntime-gpu` (optionally with its `[cuda,cudnn]` extra) for the
 # gpu profile. Both wheels provide the same `onnxruntime` module.
@@ -21,36 +21,43 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so that a code change reuses this layer.
-# The stub package lets `pip install .` resolve the dependencies before the real code is copied;
-# the empty README.md (pyproject names it) keeps README edits from invalidating this layer.
-COPY pyproject.toml ./
-# Versions are bounded in pyproject.toml, the one list of runtime dependencies.
-# hadolint ignore=DL3013
-RUN mkdir service && touch service/__init__.py README.md \
-    && pip install . \
-    && pip uninstall -y ae-denoise \
-    && if [ "$ONNXRUNTIME_PACKAGE" != "onnxruntime" ]; then \
-           pip uninstall -y onnxruntime && pip install "$ONNXRUNTIME_PACKAGE"; \
-       fi \
-    && mkdir -p /opt/ld.so.conf.d \
-    && (find /opt/venv/lib/python3.11/site-packages/nvidia -type d -name lib 2>/dev/null || true) \
-       > /opt/ld.so.conf.d/ae-nvidia.conf
-
-# The service itself; training/ is not copied, so only the `service` package is installed.
-COPY service ./service
+# The dependencies come from pyproject.toml alone, so that a code change reuses this layer; the stub
+# package and the empty README.md (pyproject names it) let `pip install .` resolve them.
 # pip byte-compiles what it installs (faster cold start). Then the image diet, to stay well under
 # 400 MB: the packages' own test suites (numpy's alone is 17 MB), debug symbols (uvloop: 11 MB), and
 # the venv's pip and setuptools are never used at run time. The `*.libs` folders hold libraries that
 # auditwheel patched, which strip could corrupt, so they are left alone.
-RUN pip install --no-deps . \
+COPY pyproject.toml ./
+# Versions are bounded in pyproject.toml, the one list of runtime dependencies.
+# hadolint ignore=DL3013
+RUN mkdir service && touch service/__init__.py README.md \
+    && /opt/venv/bin/pip install . \
+    && /opt/venv/bin/pip uninstall -y ae-denoise \
+    && if [ "$ONNXRUNTIME_PACKAGE" != "onnxruntime" ]; then \
+           /opt/venv/bin/pip uninstall -y onnxruntime && /opt/venv/bin/pip install "$ONNXRUNTIME_PACKAGE"; \
+       fi \
+    && mkdir -p /opt/ld.so.conf.d \
+    && (find /opt/venv/lib/python3.11/site-packages/nvidia -type d -name lib 2>/dev/null || true) \
+       > /opt/ld.so.conf.d/ae-nvidia.conf \
     && find /opt/venv/lib/python3.11/site-packages -type d -name tests -prune -exec rm -rf {} + \
     && find /opt/venv/lib/python3.11/site-packages -name '*.so' -not -path '*.libs/*' \
            -exec strip --strip-debug {} + \
-    && pip uninstall -y setuptools pip
+    && /opt/venv/bin/pip uninstall -y setuptools pip \
+    && rm -rf /src/service /src/README.md
+
+# ---- app: the `service` package alone, staged under /staging/opt/venv ----
+# Installed by the system pip into the pip-less venv (`--python`), under a separate root, so that
+# the runtime stage copies only these few files on top of the cached dependency layer: a code change
+# rebuilds a small layer. training/ is not in the build context, so only `service` is installed, and
+# only its entry point is kept (the training commands need the `train` extra).
+FROM deps AS app
+COPY service ./service
+RUN touch README.md \
+    && /usr/bin/python3 -m pip --python /opt/venv/bin/python install --no-deps --no-compile --root /staging . \
+    && /opt/venv/bin/python -m compileall -q -s /staging -p / /staging/opt/venv \
+    && find /staging/opt/venv/bin -name 'ae-*' ! -name ae-serve -delete
 
 # ---- runtime: the venv, the models, a non-root user; no compiler, no torch, no pip ----
 FROM python:3.11-slim AS runtime
@@ -64,12 +71,14 @@ LABEL org.opencontainers.image.title="ae-denoise" \
 RUN groupadd --system --gid 10001 ae \
     && useradd --system --uid 10001 --gid ae --no-create-home --home-dir /app --shell /usr/sbin/nologin ae
 
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
 # The CUDA/cuDNN libraries that onnxruntime-gpu's pip extras bring, made known to the dynamic
 # loader (the file is empty in the CPU image).
-COPY --from=builder /opt/ld.so.conf.d/ae-nvidia.conf /etc/ld.so.conf.d/ae-nvidia.conf
+COPY --from=deps /opt/ld.so.conf.d/ae-nvidia.conf /etc/ld.so.conf.d/ae-nvidia.conf
 RUN ldconfig
 COPY models /app/models
+# Last, as it changes most often: the service package, its metadata and the `ae-serve` script.
+COPY --from=app /staging/opt/venv /opt/venv
 
 # AE_* are the service's settings (service/config.py); docs/deployment.md lists them.
 # ORT_DISABLE_TELEMETRY: onnxruntime's Linux builds would otherwise try to persist a device id and
