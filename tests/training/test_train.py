@@ -96,15 +96,16 @@ def test_same_seed_gives_the_same_weights_and_another_seed_does_not(tmp_path: Pa
 
 
 def test_a_short_run_learns_to_denoise(tmp_path: Path) -> None:
-    # The dense net is cheap: a few hundred steps on 1,000 images already beat the noisy input at s=0.5.
-    cfg = replace(default_config("dense", "mnist5k", False), epochs=8, batch_size=32, train_limit=1000)
+    # The dense net is cheap: 600 steps on 1,000 images already beat the noisy input at s=0.5 by 3 dB.
+    cfg = replace(default_config("dense", "mnist5k", False), epochs=20, batch_size=32, train_limit=1000)
     train(cfg, preset("dense"), None, tmp_path / "d.pt", progress=False, evaluate=False)
     model = load_model(load_checkpoint(tmp_path / "d.pt"))
     clean = load_mnist5k().test_x[:200]
     noisy = add_noise(clean, 0.5, np.random.default_rng(1234))
     with torch.no_grad():
         out = model(torch.from_numpy(noisy)[:, None]).numpy()[:, 0]
-    assert psnr(clean, out).mean() > psnr(clean, noisy).mean() + 3.0
+    before, after = float(psnr(clean, noisy).mean()), float(psnr(clean, out).mean())
+    assert after > before + 3.0, f"{before:.2f} dB noisy -> {after:.2f} dB denoised"
 
 
 def test_lesson_flag_selects_the_lessons_recipe() -> None:
