@@ -43,8 +43,11 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=4096 * 4096, ge=28 * 28)
     max_batch_items: int = Field(default=64, ge=1)
 
-    # onnxruntime threads; 0 lets onnxruntime choose (one intra-op thread per core).
-    intra_op_threads: int = Field(default=0, ge=0)
+    # onnxruntime threads; 0 lets onnxruntime choose (one intra-op thread per core). The default is
+    # 1: the event loop needs a core of its own for HTTP work, and these small graphs gain little
+    # from splitting an operator; on 2 cores, 1 thread served /denoise faster at every concurrency,
+    # for about half the CPU per request (docs/benchmarks.md). Scale with AE_WORKERS or replicas.
+    intra_op_threads: int = Field(default=1, ge=0)
     inter_op_threads: int = Field(default=0, ge=0)
 
     api_key: SecretStr | None = None
