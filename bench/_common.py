@@ -125,6 +125,19 @@ class Server:
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS line")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server has used so far, from /proc/<pid>/stat.
+
+        On a machine shared with other jobs, CPU time per request moves far less than wall time.
+        """
+        return process_cpu_seconds(self.proc.pid)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    # Fields after the parenthesised command name; utime and stime are the 12th and 13th of those.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 # Both read AE_HOST / AE_PORT, which serve() sets.
 SERVICE_ARGV = [str(BIN / "ae-serve")]
@@ -174,6 +187,7 @@ class WrkResult:
     max_ms: float
     errors: int  # socket errors and timeouts
     non_2xx: int
+    server_cpu_ms: float | None = None  # the server's CPU time per request, when measured
 
     def row(self) -> dict[str, float | int]:
         return asdict(self)
@@ -217,6 +231,14 @@ def wrk(
         errors=s["connect_errors"] + s["read_errors"] + s["write_errors"] + s["timeouts"],
         non_2xx=s["non_2xx"],
     )
+
+
+def load_test(server: Server, path: str, image: Path, connections: int, seconds: float) -> WrkResult:
+    """:func:`wrk` against ``server``, with the server's CPU time per request."""
+    before = server.cpu_seconds()
+    result = wrk(f"{server.url}{path}", image, connections, seconds)
+    result.server_cpu_ms = (server.cpu_seconds() - before) * 1000 / max(1, result.requests)
+    return result
 
 
 def median_result(results: list[WrkResult]) -> WrkResult:

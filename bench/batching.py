@@ -20,11 +20,11 @@ from bench._common import (
     WrkResult,
     command_line,
     digit_png,
+    load_test,
     machine_state,
     median_result,
     serve,
     write_json,
-    wrk,
 )
 from bench.throughput import parse_env
 
@@ -55,7 +55,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for c in args.concurrency:
                 for name, server in servers.items():
-                    r = wrk(f"{server.url}/denoise?model={args.model}", image, c, args.seconds)
+                    r = load_test(server, f"/denoise?model={args.model}", image, c, args.seconds)
                     runs.setdefault((name, c), []).append(r)
                     print(
                         f"round {round_ + 1} c={c} {name}: {r.rps:,.0f} req/s, p99 {r.p99_ms:.1f} ms "

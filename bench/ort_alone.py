@@ -42,21 +42,24 @@ def _feed(session: ort.InferenceSession, batch: int, rng: np.random.Generator) -
     return {arg.name: rng.random(dims, dtype=np.float32)}
 
 
-def images_per_second(session: ort.InferenceSession, batch: int, seconds: float, repeats: int) -> float:
-    """Median over ``repeats`` timed windows of at least ``seconds`` each (after a warm-up run)."""
+def rate_and_cpu(session: ort.InferenceSession, batch: int, seconds: float) -> tuple[float, float]:
+    """(images/s, CPU ms per image over all threads) in one timed window of at least ``seconds``."""
     feed = _feed(session, batch, np.random.default_rng(0))
-    session.run(None, feed)
-    rates = []
-    for _ in range(repeats):
-        runs, started = 0, time.perf_counter()
-        while True:
-            session.run(None, feed)
-            runs += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= seconds and runs >= 3:
-                break
-        rates.append(runs * batch / elapsed)
-    return median(rates)
+    session.run(None, feed)  # warm-up: allocations for this batch size
+    runs, started, cpu_started = 0, time.perf_counter(), time.process_time()
+    while True:
+        session.run(None, feed)
+        runs += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds and runs >= 3:
+            break
+    cpu = time.process_time() - cpu_started
+    return runs * batch / elapsed, cpu * 1000 / (runs * batch)
+
+
+def images_per_second(session: ort.InferenceSession, batch: int, seconds: float, repeats: int) -> float:
+    """Median over ``repeats`` timed windows of at least ``seconds`` each."""
+    return median([rate_and_cpu(session, batch, seconds)[0] for _ in range(repeats)])
 
 
 def best_batch(

@@ -42,12 +42,13 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
-def stage_of(frames: list[str]) -> str:
+def stage_of(frames: list[str]) -> tuple[str, str]:
+    """(stage, the innermost frame that placed the sample in it)."""
     for frame in reversed(frames):
         for name, pattern in STAGES:
             if pattern.search(frame):
-                return name
-    return "other"
+                return name, frame
+    return "other", frames[-1] if frames else "?"
 
 
 def thread_kind(root: str) -> str:
@@ -112,8 +113,11 @@ def main() -> None:
     by_stage: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
+    by_stage_frame: Counter[tuple[str, str]] = Counter()
     for frames, n in stacks:
-        by_stage[stage_of(frames[1:])] += n
+        stage, frame = stage_of(frames[1:])
+        by_stage[stage] += n
+        by_stage_frame[(stage, frame)] += n
         by_thread[thread_kind(frames[0])] += n
         by_function[frames[-1]] += n
     print(f"\nwrk during the profile: {result.get('r')}")
@@ -124,6 +128,9 @@ def main() -> None:
     print("\n| stage (innermost matching frame) | share of samples |\n|---|---|")
     for name, n in by_stage.most_common():
         print(f"| {name} | {n / total:.1%} |")
+    print("\n| stage | where (innermost frame of the stage, with what it calls) | share |\n|---|---|---|")
+    for (stage, frame), n in by_stage_frame.most_common(15):
+        print(f"| {stage} | `{frame}` | {n / total:.1%} |")
     print("\n| hottest function (self time) | share |\n|---|---|")
     for name, n in by_function.most_common(15):
         print(f"| `{name}` | {n / total:.1%} |")

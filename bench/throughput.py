@@ -3,7 +3,7 @@
 In one run, on the same machine and the same PNG upload (a real MNIST test digit with noise 0.3):
 
 - ``echo``: bench/echo_app.py, the same server stack taking the same multipart upload and returning it;
-- ``ort``: onnxruntime alone running the same autoencoder graph at its best batch size;
+- ``ort``: onnxruntime alone running the same autoencoder graph at its best batch size and thread count;
 - ``denoise``: ``ae-serve`` answering ``POST /denoise`` with the denoised PNG.
 
 Serving efficiency = denoise req/s ÷ (1 / (1/echo req/s + 1/ort img/s)): the share of what a server
@@ -26,16 +26,17 @@ from bench._common import (
     WrkResult,
     command_line,
     digit_png,
+    load_test,
     machine_state,
     median,
     median_result,
     serve,
     write_json,
-    wrk,
 )
-from bench.ort_alone import best_batch, images_per_second, open_session
+from bench.ort_alone import best_batch, open_session, rate_and_cpu
 
 ORT_BATCHES = (1, 8, 16, 32, 64, 128, 256)
+ORT_THREADS = (1, 2)
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -66,16 +67,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     env = parse_env(args.env)
-    threads = int(env.get("AE_INTRA_OP_THREADS", "0"))
     graph = f"{args.model}/autoencoder"
 
     print(f"command: {command_line('bench.throughput')}")
     print(f"machine before: {machine_state()}", flush=True)
-    batch, _, scan = best_batch(graph, threads, ORT_BATCHES, seconds=0.5, repeats=3)
-    print("onnxruntime alone, images/s by batch: " + ", ".join(f"{b}: {r:,.0f}" for b, r in scan.items()))
+    # The ceiling is onnxruntime at its best: best batch size and best thread count, whatever the
+    # service itself is set to.
+    scans = {t: best_batch(graph, t, ORT_BATCHES, seconds=0.5, repeats=3) for t in ORT_THREADS}
+    threads = max(scans, key=lambda t: scans[t][1])
+    batch, _, scan = scans[threads]
+    for t, (_, _, rates) in scans.items():
+        print(
+            f"onnxruntime alone, {t} thread(s), images/s by batch: "
+            + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items())
+        )
     session = open_session(graph, threads)
 
-    ort_rounds: list[float] = []
+    ort_rounds: list[tuple[float, float]] = []  # (images/s, CPU ms per image) per round
     echo_runs: dict[int, list[WrkResult]] = {c: [] for c in args.concurrency}
     denoise_runs: dict[int, list[WrkResult]] = {c: [] for c in args.concurrency}
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,10 +93,10 @@ def main() -> None:
             serve("service", SERVICE_ARGV, env) as service,
         ):
             for round_ in range(args.rounds):
-                ort_rounds.append(images_per_second(session, batch, seconds=2.0, repeats=1))
+                ort_rounds.append(rate_and_cpu(session, batch, seconds=2.0))
                 for c in args.concurrency:
-                    e = wrk(f"{echo.url}/echo", image, c, args.seconds)
-                    d = wrk(f"{service.url}/denoise?model={args.model}", image, c, args.seconds)
+                    e = load_test(echo, "/echo", image, c, args.seconds)
+                    d = load_test(service, f"/denoise?model={args.model}", image, c, args.seconds)
                     echo_runs[c].append(e)
                     denoise_runs[c].append(d)
                     print(
@@ -96,44 +104,53 @@ def main() -> None:
                         f"(non-2xx {e.non_2xx}/{d.non_2xx}, errors {e.errors}/{d.errors})",
                         flush=True,
                     )
-    ort_ips = median(ort_rounds)
+    ort_ips = median([rate for rate, _ in ort_rounds])
+    ort_cpu_ms = median([cpu for _, cpu in ort_rounds])
 
     print(
-        f"\nonnxruntime alone: {ort_ips:,.0f} images/s ({graph}, batch {batch}, intra-op threads {threads})"
+        f"\nonnxruntime alone: {ort_ips:,.0f} images/s, {ort_cpu_ms:.3f} CPU ms per image "
+        f"({graph}, batch {batch}, intra-op threads {threads})"
     )
     print(
-        "\n| concurrency | echo req/s | echo p50 / p99 ms | ideal req/s | denoise req/s | "
-        "denoise p50 / p99 ms | efficiency |"
+        "\n| concurrency | echo req/s | echo p50 / p99 ms | ideal req/s | /denoise req/s | "
+        "/denoise p50 / p99 ms | **efficiency** | server CPU ms/req: echo, /denoise | CPU efficiency |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for c in args.concurrency:
         e, d = median_result(echo_runs[c]), median_result(denoise_runs[c])
         ideal, eff = efficiency(d.rps, e.rps, ort_ips)
+        # The same question in CPU time: (echo + onnxruntime) CPU per request ÷ /denoise CPU per request.
+        echo_cpu, denoise_cpu = e.server_cpu_ms or 0.0, d.server_cpu_ms or float("nan")
+        cpu_eff = (echo_cpu + ort_cpu_ms) / denoise_cpu
         print(
             f"| {c} | {e.rps:,.0f} | {e.p50_ms:.2f} / {e.p99_ms:.2f} | {ideal:,.0f} | {d.rps:,.0f} | "
-            f"{d.p50_ms:.2f} / {d.p99_ms:.2f} | {eff:.2f} |"
+            f"{d.p50_ms:.2f} / {d.p99_ms:.2f} | **{eff:.2f}** | {echo_cpu:.2f}, {denoise_cpu:.2f} | "
+            f"{cpu_eff:.2f} |"
         )
         rows.append(
-            {"concurrency": c, "echo": e.row(), "denoise": d.row(), "ideal_rps": ideal, "efficiency": eff}
+            {
+                "concurrency": c,
+                "echo": e.row(),
+                "denoise": d.row(),
+                "ideal_rps": ideal,
+                "efficiency": eff,
+                "cpu_efficiency": cpu_eff,
+            }
         )
     failures = sum(
         r.non_2xx + r.errors for runs in (echo_runs, denoise_runs) for rs in runs.values() for r in rs
     )
     print(f"\nnon-2xx responses and socket errors over all runs: {failures}")
     print(f"machine after: {machine_state()}")
+    ort = {"graph": graph, "batch": batch, "threads": threads, "images_per_s": ort_ips}
+    ort |= {"cpu_ms_per_image": ort_cpu_ms, "scan": scan}
     write_json(
         args.json,
         {
             "command": command_line("bench.throughput"),
             "env": env,
-            "ort": {
-                "graph": graph,
-                "batch": batch,
-                "threads": threads,
-                "images_per_s": ort_ips,
-                "scan": scan,
-            },
+            "ort": ort,
             "rows": rows,
             "failures": failures,
         },
