@@ -92,6 +92,7 @@ def test_all_writes_reports_card_metrics_and_summary(tmp_path: Path, evaluation_
     summary_text = summary.read_text()
     assert "## mnist5k" in summary_text and "mnist-unet (unet)" in summary_text
     assert "--summary" in summary_text
+    assert "- mnist-denoise [issue 4]: 0 of 4 met; NOT met:" in summary_text
 
 
 def test_lesson_rows_are_rescored_when_the_lesson_model_changes(tmp_path: Path, evaluation_dir: Path) -> None:

@@ -80,3 +80,9 @@ def test_table_marks_rows_scored_on_fewer_images() -> None:
     text = table(rows, [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     assert "| bm3d (first 3 images) | 19.00 / 0.700 |" in text
     assert "| mnist-denoise | 20.00 / 0.900 |" in text
+
+
+def test_models_without_an_issue_target_get_design_md_aim() -> None:
+    values = {"mnist-conv": (constant(18.0), constant(0.8)), "lesson": (constant(18.5), constant(0.8))}
+    [target] = check_targets("mnist-conv", rows_for(values))
+    assert target.source == "DESIGN.md" and not target.met and "-0.50 dB" in target.detail
