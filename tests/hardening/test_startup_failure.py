@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -116,22 +117,47 @@ CASES: dict[str, Breaker] = {
 }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    named: Path
+    returncode: int
+    output: str
+
+
+@pytest.fixture(scope="module")
+def outcomes(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every case's ae-serve, started all at once: each is a whole interpreter start-up."""
+    started = {}
+    for case, breaker in CASES.items():
+        root = tmp_path_factory.mktemp("broken") / "models"
+        shutil.copytree(models_dir, root, ignore=shutil.ignore_patterns("report", ".*"))
+        named = breaker(root)
+        proc = subprocess.Popen(
+            serve_argv(),
+            cwd=ROOT,
+            env=server_env(root, free_port()),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started[case] = (named, proc)
+    results = {}
+    for case, (named, proc) in started.items():
+        try:
+            output, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        results[case] = Outcome(named, proc.returncode, output)
+    return results
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_broken_model_dir_ends_ae_serve_naming_the_file(models_dir: Path, tmp_path: Path, case: str) -> None:
-    root = tmp_path / "models"
-    shutil.copytree(models_dir, root, ignore=shutil.ignore_patterns("report"))
-    named = CASES[case](root)
-    port = free_port()
-    proc = subprocess.run(
-        serve_argv(),
-        cwd=ROOT,
-        env=server_env(root, port),
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_broken_model_dir_ends_ae_serve_naming_the_file(outcomes: dict[str, Outcome], case: str) -> None:
+    outcome = outcomes[case]
+    assert outcome.returncode not in (0, None), outcome.output
+    assert str(outcome.named) in outcome.output, outcome.output
+    assert "Traceback" not in outcome.output, outcome.output
+    assert "Uvicorn running" not in outcome.output and "Application startup" not in outcome.output, (
+        outcome.output
     )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output
-    assert str(named) in output, output
-    assert "Traceback" not in output, output
-    assert "Uvicorn running" not in output and "Application startup" not in output, output
