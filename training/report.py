@@ -77,8 +77,9 @@ Check = Callable[[Rows, str, Sequence[float]], tuple[bool, str]]
 
 
 def _lesson(margin: float) -> tuple[str, Check]:
+    bar = f"the lesson's denoiser + {margin:g} dB" if margin else "the lesson's denoiser"
     return (
-        f"PSNR ≥ the lesson's denoiser + {margin:g} dB at every level",
+        f"PSNR ≥ {bar} at every level",
         lambda r, k, lv: _lesson_margin(r, k, margin, lv),
     )
 
