@@ -159,22 +159,31 @@ class Batcher:
         self._active += 1  # from here until _work has answered it; _work takes it back
         batch, rows = [first], len(first.rows)
         deadline = loop.time() + self.max_wait_s
-        while rows < self.max_batch_size:
-            if self._queue:
-                if rows + len(self._queue[0].rows) > self.max_batch_size:
+        try:
+            while rows < self.max_batch_size:
+                if self._queue:
+                    if rows + len(self._queue[0].rows) > self.max_batch_size:
+                        break
+                    pending = self._queue.popleft()
+                    batch.append(pending)
+                    rows += len(pending.rows)
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     break
-                pending = self._queue.popleft()
-                batch.append(pending)
-                rows += len(pending.rows)
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._not_empty.clear()
-            try:
-                await asyncio.wait_for(self._not_empty.wait(), remaining)
-            except TimeoutError:
-                break
+                self._not_empty.clear()
+                try:
+                    await asyncio.wait_for(self._not_empty.wait(), remaining)
+                except TimeoutError:
+                    break
+        except asyncio.CancelledError:
+            # Stopped while gathering: these requests are off the queue, so stop() cannot see them;
+            # answer them here, or their callers would wait forever.
+            self._active -= 1
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(BatcherClosed(f"{self.name}: shutting down"))
+            raise
         # A caller that gave up (client gone, timeout) no longer needs its rows computed.
         return [p for p in batch if not p.future.done()]
 
