@@ -34,7 +34,10 @@ class Settings(BaseSettings):
 
     # Micro-batching (per graph).
     max_batch_size: int = Field(default=32, ge=1, le=4096)
-    max_wait_ms: float = Field(default=1.0, ge=0.0, le=1000.0)
+    # 0: no waiting for company. Batches still fill under load from the requests that queue while
+    # the previous batch runs; a wait only delays a request when the server is idle (measured: 1 ms
+    # cost a third of the throughput at concurrency 1 and gained nothing at 8 or 64; docs/benchmarks.md).
+    max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     max_queue: int = Field(default=512, ge=1)
     batch_workers: int = Field(default=1, ge=1, le=16)
 
