@@ -28,6 +28,10 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 # Innermost match wins: a frame in service/imaging.py under starlette counts as "decode image".
 STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("onnxruntime run", re.compile(r"onnxruntime/|service/inference\.py")),
+    (
+        "endpoint code (service/routes, state, deps)",
+        re.compile(r"service/(routes/|state\.py|deps\.py|errors\.py)"),
+    ),
     ("decode image (Pillow)", re.compile(r"PIL/|service/imaging\.py.*(open_image|to_array|_grey|decode)")),
     ("encode PNG reply", re.compile(r"service/imaging\.py.*(encode_png|to_uint8|_chunk)|zlib")),
     ("multipart parsing", re.compile(r"multipart/|starlette/formparsers\.py|python_multipart")),
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default="mnist-denoise")
     parser.add_argument("--env", nargs="*", default=[], help="AE_* settings for the service")
     parser.add_argument("--svg", type=Path, help="also write a flame graph here")
+    parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
     args = parser.parse_args()
     env = parse_env(args.env)
 
@@ -108,6 +113,8 @@ def main() -> None:
             subprocess.run([*record, "--duration", "3", "-o", str(args.svg)], check=True, capture_output=True)
         load.join()
         stacks = parse_raw(raw)
+        if args.raw is not None:
+            args.raw.write_text(raw.read_text())
 
     total = sum(n for _, n in stacks)
     by_stage: Counter[str] = Counter()

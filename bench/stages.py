@@ -1,0 +1,195 @@
+"""CPU cost of each stage of a ``/denoise`` request, measured in process, one request at a time.
+
+Load-independent where wrk figures are not: each stage runs alone, timed in CPU time (all threads
+of this process), median of several windows. The ASGI rows call the apps directly with an in-memory
+request (no sockets, no uvicorn), so the difference between ``/denoise`` and the echo app is the
+service's own work; the socket and HTTP parsing cost that both share shows in the wrk figures.
+
+    .venv/bin/python -m bench.stages
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._common import command_line, digit_png, machine_state
+from bench.echo_app import create_echo_app
+from service import imaging
+from service.batching import Batcher
+from service.config import Settings
+from service.main import create_app
+from service.registry import load_model
+
+BOUNDARY = "aebench5f0c1e7d2a"
+
+
+def _cpu_us(fn: Callable[[], object], seconds: float, windows: int) -> float:
+    """Median CPU microseconds per call of ``fn`` over ``windows`` windows of about ``seconds``."""
+    fn()
+    per_call = []
+    for _ in range(windows):
+        calls, wall, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - wall < seconds or calls < 20:
+            fn()
+            calls += 1
+        per_call.append((time.process_time() - cpu) / calls * 1e6)
+    return float(statistics.median(per_call))
+
+
+async def _acpu_us(fn: Callable[[], Awaitable[object]], seconds: float, windows: int) -> float:
+    await fn()
+    per_call = []
+    for _ in range(windows):
+        calls, wall, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - wall < seconds or calls < 20:
+            await fn()
+            calls += 1
+        per_call.append((time.process_time() - cpu) / calls * 1e6)
+    return float(statistics.median(per_call))
+
+
+def _multipart(png: bytes) -> bytes:
+    return (
+        (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def _asgi_call(app: Any, path: str, body: bytes) -> Callable[[], Awaitable[int]]:
+    """One POST through the ASGI app with an in-memory body; returns the status."""
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    path_only, _, query = path.partition("?")
+
+    async def call() -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path_only,
+            "raw_path": path_only.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        sent = False
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)  # a client that stays connected
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope, receive, send)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}")
+        return status
+
+    return call
+
+
+async def _asgi_rows(png: bytes, seconds: float, windows: int) -> dict[str, float]:
+    settings = Settings(log_level="warning")
+    body = _multipart(png)
+    echo = create_echo_app(settings)
+    service = create_app(settings)
+    rows: dict[str, float] = {}
+    async with service.router.lifespan_context(service):
+        rows["echo app, whole request (ASGI, no socket)"] = await _acpu_us(
+            _asgi_call(echo, "/echo", body), seconds, windows
+        )
+        rows["/denoise, whole request (ASGI, no socket), log level warning"] = await _acpu_us(
+            _asgi_call(service, "/denoise", body), seconds, windows
+        )
+    settings = Settings(log_level="info")
+    service = create_app(settings)
+    async with service.router.lifespan_context(service):
+        rows["/denoise, whole request (ASGI, no socket), log level info"] = await _acpu_us(
+            _asgi_call(service, "/denoise", body), seconds, windows
+        )
+    return rows
+
+
+async def _batcher_round_trip(seconds: float, windows: int) -> float:
+    batcher = Batcher(lambda rows: rows, name="trip", max_batch_size=32, max_wait_s=0.001, max_queue=64)
+    batcher.start()
+    rows = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    try:
+        return await _acpu_us(lambda: batcher.submit(rows), seconds, windows)
+    finally:
+        await batcher.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=0.5)
+    parser.add_argument("--windows", type=int, default=5)
+    args = parser.parse_args()
+    s, w = args.seconds, args.windows
+
+    print(f"command: {command_line('bench.stages')}")
+    print(f"machine before: {machine_state()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = digit_png(Path(tmp)).read_bytes()
+    settings = Settings()
+    model = load_model(settings.models_dir / settings.default_model, "cpu", settings.intra_op_threads)
+    graph = model.graphs["autoencoder"]
+    image = imaging.decode_image(png, max_pixels=settings.max_pixels)[None, None]
+    batch32 = np.repeat(image, 32, axis=0)
+    output = graph.run(image)[0, 0]
+
+    rows = {
+        "decode the upload (Pillow open + grey float array)": _cpu_us(
+            lambda: imaging.decode_image(png, max_pixels=settings.max_pixels), s, w
+        ),
+        "encode the reply (PNG, zlib level 1)": _cpu_us(lambda: imaging.encode_png(output), s, w),
+        f"onnxruntime, autoencoder, batch 1 ({settings.intra_op_threads} thread)": _cpu_us(
+            lambda: graph.run(image), s, w
+        ),
+        "onnxruntime, autoencoder, batch 32, per image": _cpu_us(lambda: graph.run(batch32), s, w) / 32,
+        "batcher round trip, identity function (queue, wait, thread hop, result)": asyncio.run(
+            _batcher_round_trip(s, w)
+        ),
+    }
+    rows |= asyncio.run(_asgi_rows(png, s, w))
+
+    print("\n| stage | CPU µs per request (median) |\n|---|---|")
+    for name, us in rows.items():
+        print(f"| {name} | {us:,.0f} |")
+    print(f"\nmachine after: {machine_state()}")
+
+
+if __name__ == "__main__":
+    main()
