@@ -8,15 +8,17 @@ import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from service import imaging
 from service.config import Settings
+from service.multipart import MultipartError, TooManyParts, parse_multipart
 from service.registry import Model, Registry
 
 # Decoding a 28×28 image takes well under a millisecond; larger ones (resize=true) move off the loop.
 _INLINE_DECODE_PIXELS = 64 * 64
 _ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
+# Form fields other than the files a request may carry (ignored, but parsed).
+_SPARE_PARTS = 16
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ def _unsupported(media: str) -> HTTPException:
     )
 
 
+def _files_hint(limit: int, batch: bool) -> str:
+    return f"at most {limit} per request (AE_MAX_BATCH_ITEMS)" if batch else "one; use the /batch endpoint"
+
+
 async def read_uploads(request: Request, settings: Settings, *, batch: bool) -> list[Upload]:
     """The image(s) of a request: multipart field ``file`` (``files`` too for batches) or the raw body."""
     media = _media_type(request.headers.get("content-type"))
@@ -46,25 +52,28 @@ async def read_uploads(request: Request, settings: Settings, *, batch: bool) -> 
         raise _unsupported(media)
     fields = ("file", "files") if batch else ("file",)
     limit = settings.max_batch_items if batch else 1
+    try:
+        # Parts beyond the limit (plus room for a few text fields) are refused while parsing.
+        parts = parse_multipart(await request.body(), request.headers["content-type"], limit + _SPARE_PARTS)
+    except TooManyParts as exc:
+        raise HTTPException(422, f"{exc}; {_files_hint(limit, batch)}") from None
+    except MultipartError as exc:
+        raise HTTPException(400, str(exc)) from None
     uploads: list[Upload] = []
-    # Starlette's own caps (1000 files/fields) stay; the body limit bounds the total anyway.
-    async with request.form() as form:
-        parts = [value for key, value in form.multi_items() if key in fields]
-        for part in parts:
-            if not isinstance(part, UploadFile):
-                raise HTTPException(422, f"form field {fields[0]!r} must be a file upload, not a text value")
-            part_media = _media_type(part.content_type)
-            if part_media and not part_media.startswith(_ACCEPTED_PART_TYPES):
-                raise _unsupported(part_media)
-            uploads.append(Upload(await part.read(), part.filename))
+    for part in parts:
+        if part.name not in fields:
+            continue
+        if part.filename is None:
+            raise HTTPException(422, f"form field {fields[0]!r} must be a file upload, not a text value")
+        part_media = _media_type(part.content_type)
+        if part_media and not part_media.startswith(_ACCEPTED_PART_TYPES):
+            raise _unsupported(part_media)
+        uploads.append(Upload(part.data, part.filename))
     if not uploads:
         names = " or ".join(repr(f) for f in fields)
         raise HTTPException(422, f"the multipart body has no file field {names}")
     if len(uploads) > limit:
-        hint = (
-            f"at most {limit} per request (AE_MAX_BATCH_ITEMS)" if batch else "one; use the /batch endpoint"
-        )
-        raise HTTPException(422, f"{len(uploads)} files sent; {hint}")
+        raise HTTPException(422, f"{len(uploads)} files sent; {_files_hint(limit, batch)}")
     return uploads
 
 
