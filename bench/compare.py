@@ -6,6 +6,10 @@ Each figure is the median round; the last columns are relative to the first vari
 
     .venv/bin/python -m bench.compare --variant default --variant threads1 AE_INTRA_OP_THREADS=1
     .venv/bin/python -m bench.compare --concurrency 8 64 --variant info --variant quiet AE_LOG_LEVEL=warning
+
+A variant may also serve another checkout (``git worktree add /tmp/base HEAD~1``), to compare code:
+
+    .venv/bin/python -m bench.compare --variant before PYTHONPATH=/tmp/base --variant after
 """
 
 from __future__ import annotations

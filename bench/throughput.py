@@ -43,8 +43,9 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.startswith("AE_"):
-            raise SystemExit(f"--env takes AE_NAME=value, not {pair!r}")
+        # PYTHONPATH=<checkout> serves another checkout of the service: an A/B of code, not settings.
+        if not sep or not (key.startswith("AE_") or key == "PYTHONPATH"):
+            raise SystemExit(f"settings are AE_NAME=value (or PYTHONPATH=<checkout>), not {pair!r}")
         env[key] = value
     return env
 
