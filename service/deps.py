@@ -1,4 +1,9 @@
-"""FastAPI dependencies shared by the routers, as ``Annotated`` types."""
+"""FastAPI dependencies shared by the routers, as ``Annotated`` types, and the checks behind them.
+
+The checks are plain functions too (:func:`work_state`), for the image routes: they take the request
+alone and skip FastAPI's dependency solving, the largest part of the framework's cost per request
+(docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,28 @@ from service.state import ServiceState
 # in a worker thread, a thread hop per dependency per request for a few attribute reads.
 
 
-async def get_state(request: Request) -> ServiceState:
+def service_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
+
+
+def check_ready(state: ServiceState) -> ServiceState:
+    """The state, or 503 + Retry-After while the models are still loading (or already unloading)."""
+    if not state.ready:
+        state.metrics.rejections.labels("not_ready").inc()
+        raise HTTPException(503, "not ready: the models are loading", headers={"Retry-After": "1"})
+    return state
+
+
+async def get_state(request: Request) -> ServiceState:
+    return service_state(request)
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
 async def ready_state(state: StateDep) -> ServiceState:
-    """The state, or 503 + Retry-After while the models are still loading (or already unloading)."""
-    if not state.ready:
-        state.metrics.rejections.labels("not_ready").inc()
-        raise HTTPException(503, "not ready: the models are loading", headers={"Retry-After": "1"})
-    return state
+    return check_ready(state)
 
 
 ReadyState = Annotated[ServiceState, Depends(ready_state)]
@@ -40,7 +53,7 @@ def _presented_key(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def require_api_key(request: Request, state: StateDep) -> None:
+def check_api_key(request: Request, state: ServiceState) -> None:
     """401 unless the request carries AE_API_KEY (``X-API-Key`` or ``Authorization: Bearer``)."""
     expected = state.settings.api_key
     if expected is None:
@@ -55,3 +68,14 @@ async def require_api_key(request: Request, state: StateDep) -> None:
             f"{detail}: send it as X-API-Key or Authorization: Bearer",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+async def require_api_key(request: Request, state: StateDep) -> None:
+    check_api_key(request, state)
+
+
+def work_state(request: Request) -> ServiceState:
+    """What ``dependencies=[Depends(require_api_key)]`` plus :data:`ReadyState` give, without FastAPI."""
+    state = service_state(request)
+    check_api_key(request, state)
+    return check_ready(state)

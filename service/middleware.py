@@ -6,11 +6,12 @@ count bytes as they arrive instead of after buffering them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -27,6 +28,20 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNMATCHED_ROUTE = "<unmatched>"
 
 
+class _RequestIds:
+    """32 hex digits like a UUID: 16 random per process, then a counter; unique, and no syscall each.
+
+    ``uuid.uuid4()`` reads the kernel's random source on every call, a measurable share of a request.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 def _route_template(scope: Scope) -> str:
     # The template (/models/{model_id}), not the path: one metrics series per route, not per id.
     route = scope.get("route")
@@ -40,13 +55,14 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._ids = _RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = Headers(scope=scope).get(REQUEST_ID_HEADER.lower(), "")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else self._ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500  # what the client gets if the app raises before responding
         started = time.perf_counter()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.deps import ReadyState
+from service.deps import work_state
 from service.registry import AUTOENCODER, ENCODER, Model
 from service.routes._io import (
     decode_uploads,
@@ -18,14 +18,67 @@ from service.routes._io import (
     read_uploads,
 )
 from service.schemas import CodeResponse, ErrorResponse, PixelsResponse
+from service.state import ServiceState
 
+# These routes take the request alone and read their query parameters and the API key themselves:
+# FastAPI's dependency solving cost more per request than the whole PNG decode (docs/benchmarks.md).
+# The parameters are still documented in the OpenAPI schema (_PARAMETERS).
 router = APIRouter(tags=["images"])
 
-ModelQuery = Annotated[str | None, Query(description="model id (GET /models); the default model when absent")]
-ResizeQuery = Annotated[bool, Query(description="resize images that are not 28×28 instead of answering 422")]
-InvertQuery = Annotated[bool, Query(description="the input is dark on light: invert it first")]
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
+_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "model",
+        "in": "query",
+        "required": False,
+        "description": "model id (GET /models); the default model when absent",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "resize",
+        "in": "query",
+        "required": False,
+        "description": "resize images that are not 28×28 instead of answering 422",
+        "schema": {"type": "boolean", "default": False},
+    },
+    {
+        "name": "invert",
+        "in": "query",
+        "required": False,
+        "description": "the input is dark on light: invert it first",
+        "schema": {"type": "boolean", "default": False},
+    },
+]
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise HTTPException(422, f"query parameter {name!r} must be true or false, not {value[:40]!r}")
+
+
+async def _images(
+    request: Request, *, batch: bool, needs_code: bool
+) -> tuple[ServiceState, Model, np.ndarray]:
+    """The checks and inputs every image route shares: key, readiness, model, decoded uploads."""
+    state = work_state(request)
+    model_id = request.query_params.get("model") or None
+    chosen = model_with_code(state.registry, model_id) if needs_code else state.registry.get(model_id)
+    resize, invert = _flag(request, "resize"), _flag(request, "invert")
+    uploads = await read_uploads(request, state.settings, batch=batch)
+    images = await decode_uploads(uploads, state.settings, resize=resize, invert=invert)
+    return state, chosen, images
+
 
 _IMAGE_BODY: dict[str, Any] = {
+    "parameters": _PARAMETERS,
     "requestBody": {
         "required": True,
         "content": {
@@ -39,9 +92,10 @@ _IMAGE_BODY: dict[str, Any] = {
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 _BATCH_BODY: dict[str, Any] = {
+    "parameters": _PARAMETERS,
     "requestBody": {
         "required": True,
         "content": {
@@ -55,7 +109,7 @@ _BATCH_BODY: dict[str, Any] = {
                 }
             }
         },
-    }
+    },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)
@@ -74,16 +128,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra=_IMAGE_BODY,
     summary="Denoise one 28×28 image",
 )
-async def denoise(
-    request: Request,
-    state: ReadyState,
-    model: ModelQuery = None,
-    resize: ResizeQuery = False,
-    invert: InvertQuery = False,
-) -> Response:
-    chosen = state.registry.get(model)
-    uploads = await read_uploads(request, state.settings, batch=False)
-    images = await decode_uploads(uploads, state.settings, resize=resize, invert=invert)
+async def denoise(request: Request) -> Response:
+    state, chosen, images = await _images(request, batch=False, needs_code=False)
     output = await state.infer(chosen, AUTOENCODER, images)
     return image_response(request, chosen, output[0])
 
@@ -95,16 +141,8 @@ async def denoise(
     openapi_extra=_BATCH_BODY,
     summary="Denoise several images; one result per file, in order",
 )
-async def denoise_batch(
-    request: Request,
-    state: ReadyState,
-    model: ModelQuery = None,
-    resize: ResizeQuery = False,
-    invert: InvertQuery = False,
-) -> Response:
-    chosen = state.registry.get(model)
-    uploads = await read_uploads(request, state.settings, batch=True)
-    images = await decode_uploads(uploads, state.settings, resize=resize, invert=invert)
+async def denoise_batch(request: Request) -> Response:
+    state, chosen, images = await _images(request, batch=True, needs_code=False)
     outputs = await state.infer(chosen, AUTOENCODER, images)
     return JSONResponse([pixels_body(chosen, out) for out in outputs])
 
@@ -120,16 +158,8 @@ def _code_body(model: Model, code: np.ndarray) -> dict[str, object]:
     openapi_extra=_IMAGE_BODY,
     summary="The latent code of one image",
 )
-async def encode(
-    request: Request,
-    state: ReadyState,
-    model: ModelQuery = None,
-    resize: ResizeQuery = False,
-    invert: InvertQuery = False,
-) -> Response:
-    chosen = model_with_code(state.registry, model)
-    uploads = await read_uploads(request, state.settings, batch=False)
-    images = await decode_uploads(uploads, state.settings, resize=resize, invert=invert)
+async def encode(request: Request) -> Response:
+    state, chosen, images = await _images(request, batch=False, needs_code=True)
     codes = await state.infer(chosen, ENCODER, images)
     return JSONResponse(_code_body(chosen, codes[0]))
 
@@ -141,15 +171,7 @@ async def encode(
     openapi_extra=_BATCH_BODY,
     summary="The latent codes of several images; one per file, in order",
 )
-async def encode_batch(
-    request: Request,
-    state: ReadyState,
-    model: ModelQuery = None,
-    resize: ResizeQuery = False,
-    invert: InvertQuery = False,
-) -> Response:
-    chosen = model_with_code(state.registry, model)
-    uploads = await read_uploads(request, state.settings, batch=True)
-    images = await decode_uploads(uploads, state.settings, resize=resize, invert=invert)
+async def encode_batch(request: Request) -> Response:
+    state, chosen, images = await _images(request, batch=True, needs_code=True)
     codes = await state.infer(chosen, ENCODER, images)
     return JSONResponse([_code_body(chosen, code) for code in codes])

@@ -52,6 +52,8 @@ def test_every_work_endpoint_needs_the_key(keyed: TestClient) -> None:
     assert keyed.get("/models/mnist-denoise").status_code == 401
     assert keyed.post("/decode", json={"code": [0.0] * 256}).status_code == 401
     assert keyed.post("/encode/batch").status_code == 401
+    for path in ("/denoise/batch", "/encode", "/encode?resize=maybe", "/denoise?model=nope"):
+        assert keyed.post(path, content=b"x", headers={"content-type": "image/png"}).status_code == 401, path
 
 
 def test_probes_and_metrics_need_no_key(keyed: TestClient) -> None:

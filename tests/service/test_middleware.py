@@ -24,9 +24,14 @@ def limited(app_factory: Callable[..., Any]) -> Iterator[TestClient]:
 
 
 def test_request_id_is_generated_and_echoed(limited: TestClient) -> None:
-    first, second = limited.get("/healthz"), limited.get("/healthz")
-    assert len(first.headers["x-request-id"]) == 32
-    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+    ids = [limited.get("/healthz").headers["x-request-id"] for _ in range(50)]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # 32 hex digits, like a UUID
+    assert len(set(ids)) == len(ids)
+
+
+def test_request_ids_differ_between_app_instances(app_factory: Callable[..., Any]) -> None:
+    with TestClient(app_factory()) as a, TestClient(app_factory()) as b:
+        assert a.get("/healthz").headers["x-request-id"] != b.get("/healthz").headers["x-request-id"]
 
 
 def test_callers_request_id_is_kept_when_sane(limited: TestClient) -> None:

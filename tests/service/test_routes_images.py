@@ -315,3 +315,32 @@ def test_damaged_pngs_never_cause_a_server_error(
         data[index % len(data)] ^= mask
     r = client.post("/denoise", content=bytes(data[: len(data) - cut]), headers=PNG)
     assert r.status_code in (200, 400, 413, 422), r.text
+
+
+@pytest.mark.parametrize("path", ["/denoise", "/encode"])
+@pytest.mark.parametrize("value", ["maybe", "2", "truee"])
+def test_a_flag_that_is_not_a_boolean_is_422_naming_it(client: TestClient, path: str, value: str) -> None:
+    r = client.post(f"{path}?resize={value}", content=b"unread", headers=PNG)
+    assert r.status_code == 422 and f"'resize' must be true or false, not '{value}'" in _detail(r)
+
+
+@pytest.mark.parametrize(("value", "inverted"), [("TRUE", True), ("1", True), ("yes", True), ("off", False)])
+def test_flags_accept_the_usual_spellings(
+    client: TestClient, digits: tuple[np.ndarray, np.ndarray], value: str, inverted: bool
+) -> None:
+    x = digits[1][0]
+    plain = client.post("/denoise", content=png_bytes(x), headers=PNG)
+    dark_on_light = client.post(f"/denoise?invert={value}", content=png_bytes(1.0 - x), headers=PNG)
+    assert plain.status_code == dark_on_light.status_code == 200
+    assert (plain.content == dark_on_light.content) is inverted
+
+
+@pytest.mark.parametrize("path", ["/denoise", "/denoise/batch", "/encode", "/encode/batch"])
+def test_the_schema_documents_the_query_parameters(client: TestClient, path: str) -> None:
+    operation = client.get("/openapi.json").json()["paths"][path]["post"]
+    params = {p["name"]: p["schema"] for p in operation["parameters"]}
+    assert params == {
+        "model": {"type": "string"},
+        "resize": {"type": "boolean", "default": False},
+        "invert": {"type": "boolean", "default": False},
+    }
