@@ -87,13 +87,15 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         )
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
 
+    # The hot routes first: a request is matched against the routes in order. They check the API key
+    # themselves (service.deps.work_state), and cannot take router dependencies (RequestOnlyRoute).
+    app.include_router(images.router)
     # Probes and scrapers never need the API key.
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
     protected = [Depends(require_api_key)]
     for router in (codes.router, models.router, admin.router):
         app.include_router(router, dependencies=protected)
-    app.include_router(images.router)  # checks the key itself (service.deps.work_state)
     # v2 applies the API key per route (its health routes stay open); the demo page is public.
     app.include_router(v2.router)
     app.include_router(demo.router)

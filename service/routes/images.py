@@ -17,13 +17,15 @@ from service.routes._io import (
     pixels_body,
     read_uploads,
 )
+from service.routes._route import RequestOnlyRoute
 from service.schemas import CodeResponse, ErrorResponse, PixelsResponse
 from service.state import ServiceState
 
-# These routes take the request alone and read their query parameters and the API key themselves:
-# FastAPI's dependency solving cost more per request than the whole PNG decode (docs/benchmarks.md).
-# The parameters are still documented in the OpenAPI schema (_PARAMETERS).
-router = APIRouter(tags=["images"])
+# These routes take the request alone and read their query parameters and the API key themselves,
+# and FastAPI calls them directly (RequestOnlyRoute): its dependency solving and generic handler cost
+# more per request than the PNG decode (docs/benchmarks.md). The OpenAPI schema still documents the
+# parameters (_PARAMETERS).
+router = APIRouter(tags=["images"], route_class=RequestOnlyRoute)
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})

@@ -344,3 +344,22 @@ def test_the_schema_documents_the_query_parameters(client: TestClient, path: str
         "resize": {"type": "boolean", "default": False},
         "invert": {"type": "boolean", "default": False},
     }
+
+
+def test_a_request_only_route_refuses_endpoints_that_want_more_than_the_request() -> None:
+    from fastapi import APIRouter, Request
+    from fastapi.responses import Response
+
+    from service.routes._route import RequestOnlyRoute
+
+    router = APIRouter(route_class=RequestOnlyRoute)
+
+    async def fine(request: Request) -> Response:
+        return Response(b"")
+
+    async def wants_a_query(request: Request, resize: bool = False) -> Response:
+        return Response(b"")
+
+    router.add_api_route("/fine", fine, methods=["POST"])
+    with pytest.raises(TypeError, match="takes the Request and nothing else"):
+        router.add_api_route("/more", wants_a_query, methods=["POST"])
