@@ -9,12 +9,15 @@ from typing import Any
 import httpx2
 import numpy as np
 import pytest
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from service import imaging
+from service.routes._route import RequestOnlyRoute
 from tests.service.conftest import png_bytes, png_header_only, read_png
 
 PNG = {"content-type": "image/png"}
@@ -347,11 +350,6 @@ def test_the_schema_documents_the_query_parameters(client: TestClient, path: str
 
 
 def test_a_request_only_route_refuses_endpoints_that_want_more_than_the_request() -> None:
-    from fastapi import APIRouter, Request
-    from fastapi.responses import Response
-
-    from service.routes._route import RequestOnlyRoute
-
     router = APIRouter(route_class=RequestOnlyRoute)
 
     async def fine(request: Request) -> Response:
