@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import functools
 import io
-import struct
-import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from service import png
 
 SIDE = 28
 
@@ -126,8 +126,25 @@ def _grey(image: Image.Image, background: float) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def decode_common(data: bytes, *, invert: bool = False) -> np.ndarray | None:
+    """The usual upload, an 8-bit greyscale 28×28 PNG, decoded without Pillow; ``None`` for any other.
+
+    Same result as :func:`to_array` on the same bytes (tests/service/test_png.py checks it).
+    """
+    grey = png.decode_grey8(data)
+    if grey is None or grey.shape != (SIDE, SIDE):
+        return None
+    pixels = grey.astype(np.float32) / 255.0
+    if invert:
+        pixels = 1.0 - pixels
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
 def decode_image(data: bytes, *, max_pixels: int, resize: bool = False, invert: bool = False) -> np.ndarray:
-    """:func:`open_image` then :func:`to_array`."""
+    """:func:`decode_common`, or :func:`open_image` then :func:`to_array`."""
+    common = decode_common(data, invert=invert)
+    if common is not None:
+        return common
     return to_array(open_image(data, max_pixels), resize=resize, invert=invert)
 
 
@@ -141,29 +158,6 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _chunk(tag: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
-
-
 def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
-    """[h, w] floats in [0, 1] → 8-bit greyscale PNG bytes.
-
-    Written by hand rather than with ``Image.save``: for a 28×28 image Pillow's per-call overhead
-    is about ten times the cost of the PNG itself, and this is on every /denoise reply.
-    """
-    grey = to_uint8(pixels)
-    if grey.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {grey.shape}")
-    height, width = grey.shape
-    # Each scanline starts with filter type 0 (none).
-    scanlines = np.zeros((height, width + 1), dtype=np.uint8)
-    scanlines[:, 1:] = grey
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit, greyscale, no interlace
-    return b"".join(
-        (
-            b"\x89PNG\r\n\x1a\n",
-            _chunk(b"IHDR", header),
-            _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), compress_level)),
-            _chunk(b"IEND", b""),
-        )
-    )
+    """[h, w] floats in [0, 1] → 8-bit greyscale PNG bytes (written by hand: service/png.py)."""
+    return png.encode_grey8(to_uint8(pixels), compress_level)

@@ -79,6 +79,9 @@ async def read_uploads(request: Request, settings: Settings, *, batch: bool) -> 
 
 async def decode_upload(upload: Upload, settings: Settings, *, resize: bool, invert: bool) -> np.ndarray:
     """One upload → float32 [28, 28]; imaging errors propagate (errors.py maps them)."""
+    common = imaging.decode_common(upload.data, invert=invert)
+    if common is not None:
+        return common
     image = imaging.open_image(upload.data, settings.max_pixels)
     if image.width * image.height <= _INLINE_DECODE_PIXELS:
         return imaging.to_array(image, resize=resize, invert=invert)
