@@ -149,8 +149,14 @@ def decode_image(data: bytes, *, max_pixels: int, resize: bool = False, invert: 
 
 
 def warm_up() -> None:
-    """Register Pillow's plugins and run one decode/encode, so the first request does not pay for it."""
-    decode_image(encode_png(np.zeros((SIDE, SIDE), dtype=np.float32)), max_pixels=SIDE * SIDE)
+    """One encode and one decode through each path, so that no request pays a first-call cost.
+
+    The Pillow path registers every Pillow plugin (tens of modules, a twentieth of a second); the
+    service runs this after it is ready, in the background (service/state.py).
+    """
+    data = encode_png(np.zeros((SIDE, SIDE), dtype=np.float32))
+    decode_common(data)
+    to_array(open_image(data, SIDE * SIDE))
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -121,7 +121,6 @@ class ServiceState:
         for model in registry:
             for graph in model.graphs.values():
                 graph.warm_up((1,))
-        imaging.warm_up()
 
     def _start_generation(self, number: int, registry: Registry) -> _Generation:
         s = self.settings
@@ -155,6 +154,9 @@ class ServiceState:
         await run_in_threadpool(self._warm_up, registry)
         self._current = self._start_generation(1, registry)
         self.ready = True
+        # Not needed to serve: the usual upload decodes without Pillow (service/png.py). A request
+        # that needs Pillow meanwhile waits for its plugins to register, as it would have anyway.
+        self._spawn(run_in_threadpool(imaging.warm_up))
         logger.info(
             "ready: %d models, %d graphs on %s in %.0f ms",
             len(registry),
