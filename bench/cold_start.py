@@ -5,17 +5,75 @@ then, on one of them, sends ``--requests`` ``/denoise`` uploads (wrk, bounded by
 process's VmRSS before and after, and again after a second batch of the same size, so that steady
 growth (a leak) would show as a difference between the two.
 
+Then it profiles a start: a fresh interpreter times each stage of what ``ae-serve`` does before it
+can answer (imports, model loading, warm-up, building the app), median of ``--starts`` runs.
+
     .venv/bin/python -m bench.cold_start
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench._common import SERVICE_ARGV, command_line, digit_png, machine_state, median, serve, write_json, wrk
+from bench._common import (
+    ROOT,
+    SERVICE_ARGV,
+    command_line,
+    digit_png,
+    machine_state,
+    median,
+    serve,
+    write_json,
+    wrk,
+)
 from bench.throughput import parse_env
+
+# Run in a fresh interpreter: each line is one stage of ae-serve's start, in the order it happens.
+_STAGES = r"""
+import json, sys, time
+t = [("", time.perf_counter())]
+def mark(name): t.append((name, time.perf_counter()))
+import numpy; mark("import numpy")
+import onnxruntime; mark("import onnxruntime")
+import PIL.Image; mark("import Pillow")
+import pydantic, pydantic_settings; mark("import pydantic, pydantic-settings")
+import fastapi; mark("import fastapi (and starlette)")
+import uvicorn, uvloop, uvicorn.protocols.http.httptools_impl; mark("import uvicorn, uvloop, httptools")
+import prometheus_client; mark("import prometheus-client")
+import service.main; mark("import the service's modules (routes built)")
+from service.config import Settings
+from service.metrics import Metrics
+from service.state import ServiceState
+settings = Settings()
+state = ServiceState(settings, Metrics())
+registry = state._load(); mark("load and check every model (onnxruntime sessions)")
+state._warm_up(registry); mark("warm up every graph")
+service.main.create_app(settings, registry); mark("create the app")
+json.dump([(name, t[i][1] - t[i - 1][1]) for i, (name, _) in enumerate(t) if i], sys.stdout)
+"""
+
+
+def startup_profile(runs: int, env: dict[str, str]) -> list[tuple[str, float]]:
+    """Median seconds of each stage of a start, over ``runs`` fresh interpreters."""
+    samples, bare = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True, env=env)
+        bare.append(time.perf_counter() - started)
+        out = subprocess.run(
+            [sys.executable, "-c", _STAGES], capture_output=True, text=True, check=True, env=env
+        )
+        samples.append(json.loads(out.stdout))
+    names = [name for name, _ in samples[0]]
+    stages = [(name, median([run[i][1] for run in samples])) for i, name in enumerate(names)]
+    return [("start and stop a bare interpreter (python -c pass)", median(bare)), *stages]
 
 
 def main() -> None:
@@ -66,6 +124,15 @@ def main() -> None:
             f"RSS after {total:,} /denoise requests (c={args.concurrency}): {mib:.1f} MiB (target < 150 MB)"
         )
     print(f"non-2xx responses and socket errors: {failed}")
+
+    stages = startup_profile(args.starts, {**os.environ, "PYTHONPATH": str(ROOT), **env})
+    total = sum(seconds for _, seconds in stages)
+    print(
+        f"\nwhere a start's time goes (fresh interpreter, median of {args.starts}; {total:.3f} s in all):\n"
+    )
+    print("| stage | ms | share |\n|---|---|---|")
+    for name, seconds in stages:
+        print(f"| {name} | {seconds * 1000:.0f} | {seconds / total:.0%} |")
     print(f"machine after: {machine_state()}")
     write_json(
         args.json,
@@ -78,6 +145,7 @@ def main() -> None:
             "rss_after_mib": rss,
             "requests": sent,
             "failures": failed,
+            "startup_stages_seconds": dict(stages),
         },
     )
 

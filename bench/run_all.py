@@ -31,12 +31,15 @@ def main() -> None:
         "batching": ["--seconds", "3", "--rounds", "1"],
         "cold_start": ["--starts", "2", "--requests", "1000"],
         "profile": ["--seconds", "5"],
+        "stages": ["--seconds", "0.1", "--windows", "2"],
     }
     print(f"machine at the start: {machine_state()}", flush=True)
-    for name in ("ort_alone", "throughput", "batching", "cold_start", "profile"):
+    for name in ("ort_alone", "throughput", "batching", "cold_start", "profile", "stages"):
         argv = [sys.executable, "-m", f"bench.{name}"]
         if name == "profile":
             argv += ["--svg", str(out / "flame.svg")]
+        elif name == "stages":
+            pass  # prints its table only
         else:
             argv += ["--json", str(out / f"{name}.json")]
         if args.quick:
@@ -44,7 +47,7 @@ def main() -> None:
         print(f"\n=== {name} ===", flush=True)
         result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         print(result.stdout, end="")
-        (out / f"{name}.txt").write_text(result.stdout + result.stderr)
+        (out / f"{name}.txt").write_text(result.stdout)
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
             raise SystemExit(f"bench.{name} failed with {result.returncode}")

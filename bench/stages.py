@@ -141,7 +141,14 @@ async def _asgi_rows(png: bytes, seconds: float, windows: int) -> dict[str, floa
 
 
 async def _batcher_round_trip(seconds: float, windows: int) -> float:
-    batcher = Batcher(lambda rows: rows, name="trip", max_batch_size=32, max_wait_s=0.001, max_queue=64)
+    defaults = Settings()
+    batcher = Batcher(
+        lambda rows: rows,
+        name="trip",
+        max_batch_size=defaults.max_batch_size,
+        max_wait_s=defaults.max_wait_ms / 1000,
+        max_queue=defaults.max_queue,
+    )
     batcher.start()
     rows = np.zeros((1, 1, 28, 28), dtype=np.float32)
     try:
@@ -171,8 +178,9 @@ def main() -> None:
     output = graph.run(image)[0, 0]
 
     rows = {
-        "decode the upload (Pillow open + grey float array)": _cpu_us(
-            lambda: imaging.decode_image(png, max_pixels=settings.max_pixels), s, w
+        "decode the upload, usual path (service/png.py)": _cpu_us(lambda: imaging.decode_common(png), s, w),
+        "decode the upload, Pillow path (open + grey float array)": _cpu_us(
+            lambda: imaging.to_array(imaging.open_image(png, settings.max_pixels)), s, w
         ),
         "encode the reply (PNG, zlib level 1)": _cpu_us(lambda: imaging.encode_png(output), s, w),
         f"onnxruntime, autoencoder, batch 1 ({settings.intra_op_threads} thread)": _cpu_us(
