@@ -78,7 +78,7 @@ compose-up:
 compose-down:
 	docker compose down --remove-orphans
 
-bench: install-dev
+bench: install-dev system-deps
 	$(BIN)/python -m bench.run_all
 
 clean:

@@ -22,6 +22,9 @@ from service.registry import Model, load_model
 from service.routes.codes import code_array
 from tests.hardening.conftest import LiveServer
 
+# Each test here bounds its own wait: a hang fails it within 120 s, not at the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(120)
+
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 scalars = st.one_of(

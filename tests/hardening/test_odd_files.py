@@ -20,6 +20,9 @@ from PIL import Image
 
 from tests.hardening.conftest import LiveServer, png
 
+# Each test here bounds its own wait: a hang fails it within 120 s, not at the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(120)
+
 
 def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
     out = io.BytesIO()

@@ -17,6 +17,9 @@ import pytest
 
 from tests.hardening.conftest import LiveServer, live_server
 
+# Each test here bounds its own wait: a hang fails it within 180 s, not at the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(180)
+
 BURST = 200
 
 

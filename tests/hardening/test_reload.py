@@ -28,6 +28,9 @@ from service.registry import UnknownModel
 from service.state import ServiceState
 from tests.hardening.conftest import LiveServer, live_server
 
+# Each test here bounds its own wait: a hang fails it within 240 s, not at the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(240)
+
 KEY = "reload-test-key"
 AUTH = {"X-API-Key": KEY}
 KEPT = ("mnist-denoise", "mnist-unet")

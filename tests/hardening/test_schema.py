@@ -10,12 +10,16 @@ or "as many numbers as the model's code", so a schema-valid upload of a 1×1 PNG
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from service.main import create_app
 from tests.hardening.conftest import LiveServer
+
+# Each test here bounds its own wait: a hang fails it within 300 s, not at the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(300)
 
 # The schema the running server publishes: building the app loads nothing, so this is cheap.
 schema = schemathesis.openapi.from_dict(create_app().openapi())

@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from service.batching import Batcher, BatcherClosed
+
+# Each test here bounds its own wait: a hang fails it within 120 s, not at the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(120)
 
 
 def test_stop_while_a_batch_is_gathering_answers_its_requests() -> None:

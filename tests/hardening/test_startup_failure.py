@@ -22,6 +22,9 @@ from onnx import TensorProto, helper
 from tests.conftest import ROOT
 from tests.hardening.conftest import free_port, serve_argv, server_env
 
+# Each test here bounds its own wait: a hang fails it within 180 s, not at the suite-wide 600 s.
+pytestmark = pytest.mark.timeout(180)
+
 Breaker = Callable[[Path], Path]  # damages a copy of models/, returns the path the message must name
 
 

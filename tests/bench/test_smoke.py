@@ -1,0 +1,86 @@
+"""The benchmark scripts still run end to end (briefly): they print their tables and lose no request.
+
+Figures are not checked here (a shared machine makes them noise); docs/benchmarks.md records them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _run(module: str, *args: str, json_out: Path | None = None) -> str:
+    argv = [sys.executable, "-m", f"bench.{module}", *args]
+    if json_out is not None:
+        argv += ["--json", str(json_out)]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wrk() -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: `make test` installs it (scripts/system-deps.sh)")
+
+
+def test_onnxruntime_alone_fills_its_table(tmp_path: Path) -> None:
+    out = _run(
+        "ort_alone",
+        "--seconds",
+        "0.05",
+        "--repeats",
+        "1",
+        "--batches",
+        "1",
+        "16",
+        json_out=tmp_path / "o.json",
+    )
+    assert "| mnist-denoise/autoencoder | 1 |" in out
+    rows = json.loads((tmp_path / "o.json").read_text())
+    assert rows and all(value > 0 for value in _numbers(rows))
+
+
+def test_throughput_measures_echo_denoise_and_efficiency(wrk: None, tmp_path: Path) -> None:
+    out = _run(
+        "throughput", "--concurrency", "8", "--seconds", "1", "--rounds", "1", json_out=tmp_path / "t.json"
+    )
+    assert "**efficiency**" in out
+    assert "non-2xx responses and socket errors over all runs: 0" in out
+
+
+def test_batching_compares_both_variants(wrk: None) -> None:
+    out = _run("batching", "--seconds", "1", "--rounds", "1")
+    assert "| 64 | batched |" in out and "| 64 | batch size 1 |" in out and "**ratio**" in out
+    assert "non-2xx 0, errors 0" in out
+
+
+def test_stages_prints_every_stage() -> None:
+    out = _run("stages", "--seconds", "0.05", "--windows", "1")
+    for stage in (
+        "decode the upload, usual path",
+        "onnxruntime, autoencoder, batch 1",
+        "/denoise, whole request",
+    ):
+        assert stage in out
+
+
+def _numbers(value: object) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers(v)]
+    return []
