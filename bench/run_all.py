@@ -23,8 +23,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test, not figures")
     args = parser.parse_args()
-    out: Path = args.out
+    out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # Relative to the repository when inside it, so that the printed commands work from any checkout.
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     quick = {
         "ort_alone": ["--seconds", "0.2", "--repeats", "1"],
         "throughput": ["--seconds", "3", "--rounds", "1"],
@@ -37,11 +39,11 @@ def main() -> None:
     for name in ("ort_alone", "throughput", "batching", "cold_start", "profile", "stages"):
         argv = [sys.executable, "-m", f"bench.{name}"]
         if name == "profile":
-            argv += ["--svg", str(out / "flame.svg")]
+            argv += ["--svg", str(shown / "flame.svg")]
         elif name == "stages":
             pass  # prints its table only
         else:
-            argv += ["--json", str(out / f"{name}.json")]
+            argv += ["--json", str(shown / f"{name}.json")]
         if args.quick:
             argv += quick[name]
         print(f"\n=== {name} ===", flush=True)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,3 +31,27 @@ def mnist_test_images() -> np.ndarray:
     from training.data import load_mnist5k
 
     return load_mnist5k().test_x
+
+
+@contextmanager
+def serve_in_thread(app: Any, start_timeout: float = 60.0) -> Iterator[tuple[str, int]]:
+    """Serve an ASGI app (lifespan on) with uvicorn in a thread on a free port; yields (host, port)."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail(f"uvicorn did not start within {start_timeout} s")
+        time.sleep(0.05)
+    host, port = sock.getsockname()[:2]
+    try:
+        yield host, port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
