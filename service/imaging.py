@@ -131,8 +131,8 @@ def decode_common(data: bytes, *, invert: bool = False) -> np.ndarray | None:
 
     Same result as :func:`to_array` on the same bytes (tests/service/test_png.py checks it).
     """
-    grey = png.decode_grey8(data)
-    if grey is None or grey.shape != (SIDE, SIDE):
+    grey = png.decode_grey8(data, shape=(SIDE, SIDE))
+    if grey is None:
         return None
     pixels = grey.astype(np.float32) / 255.0
     if invert:

@@ -87,8 +87,14 @@ def _unfilter(rows: np.ndarray, filters: np.ndarray) -> np.ndarray | None:
     return out
 
 
-def decode_grey8(data: bytes) -> np.ndarray | None:
-    """uint8 ``[h, w]`` of an 8-bit greyscale PNG in the narrow case above, else ``None``."""
+def decode_grey8(
+    data: bytes, shape: tuple[int, int] | None = None, max_pixels: int = 1 << 20
+) -> np.ndarray | None:
+    """uint8 ``[h, w]`` of an 8-bit greyscale PNG in the narrow case above, else ``None``.
+
+    ``shape`` (height, width), when given, and ``max_pixels`` are checked from the header, before
+    anything is decompressed: a small file that declares a huge image never inflates here.
+    """
     if not data.startswith(SIGNATURE):
         return None
     chunks = _chunks(data)
@@ -96,6 +102,8 @@ def decode_grey8(data: bytes) -> np.ndarray | None:
         return None
     width, height, depth, colour, compression, filtering, interlace = _IHDR.unpack(chunks[0][1])
     if (depth, colour, compression, filtering, interlace) != (8, 0, 0, 0, 0) or not width or not height:
+        return None
+    if (shape is not None and (height, width) != shape) or width * height > max_pixels:
         return None
     idat = []
     for tag, payload in chunks[1:-1]:

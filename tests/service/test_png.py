@@ -156,3 +156,28 @@ def test_encoder_output_reads_back_in_pillow(grey: np.ndarray, level: int) -> No
     encoded = png.encode_grey8(grey, level)
     np.testing.assert_array_equal(_pillow_grey(encoded), grey)
     np.testing.assert_array_equal(png.decode_grey8(encoded), grey)
+
+
+def _bomb(side: int) -> bytes:
+    """A small PNG that declares ``side``×``side`` pixels and inflates to about a gigabyte."""
+    stream = zlib.compressobj(9)
+    chunk = b"\0" * (1 << 20)
+    body = b"".join(stream.compress(chunk) for _ in range(1024)) + stream.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return png.SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+
+
+def test_a_declared_huge_image_is_never_inflated() -> None:
+    import tracemalloc
+
+    bomb = _bomb(40_000)
+    assert len(bomb) < 2 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        assert png.decode_grey8(bomb) is None  # over max_pixels
+        assert png.decode_grey8(bomb, shape=(28, 28)) is None
+        assert imaging.decode_common(bomb) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"{peak} bytes allocated"
