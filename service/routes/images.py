@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
 from service.deps import work_state
 from service.registry import AUTOENCODER, ENCODER, Model
@@ -27,8 +28,8 @@ from service.state import ServiceState
 # parameters (_PARAMETERS).
 router = APIRouter(tags=["images"], route_class=RequestOnlyRoute)
 
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_FALSE = frozenset({"0", "false", "f", "no", "n", "off", ""})
+# The same parsing as every FastAPI-declared boolean elsewhere in the API (pydantic's lax mode).
+_BOOL = TypeAdapter(bool)
 _PARAMETERS: list[dict[str, Any]] = [
     {
         "name": "model",
@@ -58,12 +59,12 @@ def _flag(request: Request, name: str) -> bool:
     value = request.query_params.get(name)
     if value is None:
         return False
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise HTTPException(422, f"query parameter {name!r} must be true or false, not {value[:40]!r}")
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        raise HTTPException(
+            422, f"query parameter {name!r} must be true or false, not {value[:40]!r}"
+        ) from None
 
 
 async def _images(
