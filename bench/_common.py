@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -239,6 +239,33 @@ def load_test(server: Server, path: str, image: Path, connections: int, seconds:
     result = wrk(f"{server.url}{path}", image, connections, seconds)
     result.server_cpu_ms = (server.cpu_seconds() - before) * 1000 / max(1, result.requests)
     return result
+
+
+def interleaved_runs(
+    variants: dict[str, dict[str, str]], path: str, concurrency: Sequence[int], seconds: float, rounds: int
+) -> dict[tuple[str, int], list[WrkResult]]:
+    """One ``ae-serve`` per variant (label → env), all up at once; each round loads each in turn.
+
+    Interleaving the variants round by round makes background load hit them all alike. Prints a
+    line per run; returns every run by (label, concurrency).
+    """
+    runs: dict[tuple[str, int], list[WrkResult]] = {}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        image = digit_png(Path(tmp))
+        servers = {
+            label: stack.enter_context(serve(label, SERVICE_ARGV, env)) for label, env in variants.items()
+        }
+        for round_ in range(rounds):
+            for c in concurrency:
+                for label, server in servers.items():
+                    r = load_test(server, path, image, c, seconds)
+                    runs.setdefault((label, c), []).append(r)
+                    print(
+                        f"round {round_ + 1} c={c} {label}: {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, "
+                        f"p99 {r.p99_ms:.1f} ms (non-2xx {r.non_2xx}, errors {r.errors})",
+                        flush=True,
+                    )
+    return runs
 
 
 def median_result(results: list[WrkResult]) -> WrkResult:

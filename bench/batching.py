@@ -11,19 +11,13 @@ throughput of batch size 1, and a p99 no worse than 2× its p99.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 
 from bench._common import (
-    SERVICE_ARGV,
-    WrkResult,
     command_line,
-    digit_png,
-    load_test,
+    interleaved_runs,
     machine_state,
     median_result,
-    serve,
     write_json,
 )
 from bench.throughput import parse_env
@@ -48,20 +42,9 @@ def main() -> None:
 
     print(f"command: {command_line('bench.batching')}")
     print(f"machine before: {machine_state()}", flush=True)
-    runs: dict[tuple[str, int], list[WrkResult]] = {}
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        image = digit_png(Path(tmp))
-        servers = {name: stack.enter_context(serve(name, SERVICE_ARGV, v)) for name, v in variants.items()}
-        for round_ in range(args.rounds):
-            for c in args.concurrency:
-                for name, server in servers.items():
-                    r = load_test(server, f"/denoise?model={args.model}", image, c, args.seconds)
-                    runs.setdefault((name, c), []).append(r)
-                    print(
-                        f"round {round_ + 1} c={c} {name}: {r.rps:,.0f} req/s, p99 {r.p99_ms:.1f} ms "
-                        f"(non-2xx {r.non_2xx}, errors {r.errors})",
-                        flush=True,
-                    )
+    runs = interleaved_runs(
+        variants, f"/denoise?model={args.model}", args.concurrency, args.seconds, args.rounds
+    )
 
     print("\n| concurrency | variant | req/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")

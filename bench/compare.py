@@ -15,19 +15,13 @@ A variant may also serve another checkout (``git worktree add /tmp/base HEAD~1``
 from __future__ import annotations
 
 import argparse
-import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 
 from bench._common import (
-    SERVICE_ARGV,
-    WrkResult,
     command_line,
-    digit_png,
-    load_test,
+    interleaved_runs,
     machine_state,
     median_result,
-    serve,
     write_json,
 )
 from bench.throughput import parse_env
@@ -55,22 +49,7 @@ def main() -> None:
 
     print(f"command: {command_line('bench.compare')}")
     print(f"machine before: {machine_state()}", flush=True)
-    runs: dict[tuple[str, int], list[WrkResult]] = {}
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        image = digit_png(Path(tmp))
-        servers = {
-            label: stack.enter_context(serve(label, SERVICE_ARGV, env)) for label, env in variants.items()
-        }
-        for round_ in range(args.rounds):
-            for c in args.concurrency:
-                for label, server in servers.items():
-                    r = load_test(server, args.path, image, c, args.seconds)
-                    runs.setdefault((label, c), []).append(r)
-                    print(
-                        f"round {round_ + 1} c={c} {label}: {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, "
-                        f"p99 {r.p99_ms:.1f} ms (non-2xx {r.non_2xx}, errors {r.errors})",
-                        flush=True,
-                    )
+    runs = interleaved_runs(variants, args.path, args.concurrency, args.seconds, args.rounds)
 
     base = next(iter(variants))
     head = "| concurrency | variant | req/s | p50 ms | p99 ms | server CPU ms/req | req/s vs first | p99 vs first |"  # noqa: E501

@@ -21,6 +21,12 @@ def _load(directory: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _save(fig: Any, out: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def plot_throughput(data: dict[str, Any], out: Path) -> None:
     rows = data["rows"]
     labels = [f"c={r['concurrency']}" for r in rows]
@@ -48,9 +54,7 @@ def plot_throughput(data: dict[str, Any], out: Path) -> None:
     ax2.set_ylabel("latency, ms")
     ax2.set_title("latency")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_batching(data: dict[str, Any], out: Path) -> None:
@@ -68,9 +72,7 @@ def plot_batching(data: dict[str, Any], out: Path) -> None:
     ax1.set_title("micro-batching: throughput")
     ax2.set_title("micro-batching: p99")
     ax1.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_ort(data: dict[str, Any], out: Path) -> None:
@@ -89,9 +91,7 @@ def plot_ort(data: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("images / s")
     ax.set_title("onnxruntime alone (CPU)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def main() -> None:
