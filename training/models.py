@@ -1,4 +1,4 @@
-"""The four architectures (dense, conv, denoise, unet) and the one dataclass that describes them.
+"""The five architectures (dense, conv, denoise, unet, s2d) and the one dataclass that describes them.
 
 Every architectural choice lives in `ModelConfig`; checkpoints store it, so `build_model(cfg)` can
 always rebuild a saved model. The autoencoders expose `.encoder` and `.decoder` (exported as separate
@@ -16,8 +16,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-Arch = Literal["dense", "conv", "denoise", "unet"]
-ARCHS: tuple[Arch, ...] = ("dense", "conv", "denoise", "unet")
+Arch = Literal["dense", "conv", "denoise", "unet", "s2d"]
+ARCHS: tuple[Arch, ...] = ("dense", "conv", "denoise", "unet", "s2d")
+# Architectures without a code: /denoise only, no encoder/decoder graphs.
+CODELESS: tuple[Arch, ...] = ("unet", "s2d")
 IMAGE_SIDE = 28
 # Encoder resolutions 28 -> 14 -> 7 -> 4 (max-pool with ceil); the decoder resizes back through these.
 DECODER_SIZES = (7, 14, 28)
@@ -45,6 +47,11 @@ class ModelConfig:
     # unet: channels at 28x28; each of the `depth` lower levels doubles it.
     base_width: int = 32
     depth: int = 2
+    # s2d: channels and number of 3x3 convs at 14x14 (after a 2x pixel-unshuffle), and channels of
+    # the thin full-resolution path that joins the shuffled-up features before the output convs.
+    lowres_width: int = 32
+    lowres_convs: int = 6
+    fullres_width: int = 8
     norm: Literal["none", "batch"] = "none"
     # "glorot": Keras' default (Glorot-uniform weights, zero bias), which the lesson relies on;
     # "default": PyTorch's own (Kaiming-uniform), better suited to ReLU stacks with BatchNorm.
@@ -52,7 +59,7 @@ class ModelConfig:
 
     @property
     def code_shape(self) -> tuple[int, ...] | None:
-        """Shape of one code, or None for `unet` (no bottleneck)."""
+        """Shape of one code, or None for `unet` and `s2d` (no bottleneck)."""
         if self.arch == "dense":
             return (self.hidden,)
         if self.arch in ("conv", "denoise"):
@@ -98,6 +105,9 @@ SHIPPED_PRESETS: dict[str, ModelConfig] = {
         init="default",
     ),
     "unet": ModelConfig(arch="unet", base_width=20, depth=2, norm="batch", init="default"),
+    "s2d": ModelConfig(
+        arch="s2d", lowres_width=32, lowres_convs=6, fullres_width=8, norm="batch", init="default"
+    ),
 }
 
 
@@ -260,7 +270,43 @@ class UNet(nn.Module):
         return torch.clamp(self.raw(image), 0.0, 1.0)
 
 
-Model = Autoencoder | UNet
+class S2DNet(nn.Module):
+    """A residual denoiser built for the CPU: most of its work at 14x14, a thin path at 28x28.
+
+    A 2x pixel-unshuffle turns the image into 4 channels at 14x14, where `lowres_convs` 3x3 convs
+    of `lowres_width` channels do the heavy lifting at a quarter of the full-resolution cost; a
+    pixel-shuffle brings `fullres_width` channels back to 28x28, where one 3x3 conv of the input
+    (the full-resolution path) joins them before two output convs that predict the noise. The
+    output is the image minus that noise, as in the U-Net.
+    """
+
+    outputs_logits = False
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        if cfg.lowres_convs < 1:
+            raise ValueError("s2d needs at least one low-resolution conv")
+        f = cfg.fullres_width
+        self.lowres = nn.Sequential(
+            *_stage(4, cfg.lowres_width, cfg.lowres_convs, cfg.norm),
+            nn.Conv2d(cfg.lowres_width, 4 * f, 3, padding=1),
+        )
+        self.fullres = nn.Sequential(nn.Conv2d(1, f, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(*_conv_block(2 * f, f, cfg.norm), nn.Conv2d(f, 1, 3, padding=1))
+
+    def noise(self, image: Tensor) -> Tensor:
+        low = F.pixel_shuffle(self.lowres(F.pixel_unshuffle(image, 2)), 2)
+        return self.head(torch.cat([self.fullres(image), low], dim=1))
+
+    def raw(self, image: Tensor) -> Tensor:
+        return image - self.noise(image)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return torch.clamp(self.raw(image), 0.0, 1.0)
+
+
+Model = Autoencoder | UNet | S2DNet
 
 
 def _glorot_init(module: nn.Module) -> None:
@@ -276,7 +322,13 @@ def build_model(cfg: ModelConfig) -> Model:
     """The network that `cfg` describes, freshly initialised from torch's global RNG."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {ARCHS}")
-    model: Model = UNet(cfg) if cfg.arch == "unet" else Autoencoder(cfg)
+    model: Model
+    if cfg.arch == "unet":
+        model = UNet(cfg)
+    elif cfg.arch == "s2d":
+        model = S2DNet(cfg)
+    else:
+        model = Autoencoder(cfg)
     code = cfg.code_shape
     if code is not None and math.prod(code) > MAX_CODE_NUMBERS:
         raise ValueError(f"code {code} has {math.prod(code)} numbers; at most {MAX_CODE_NUMBERS}")
@@ -291,6 +343,7 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = [
     "ARCHS",
+    "CODELESS",
     "LESSON_PRESETS",
     "MAX_CODE_NUMBERS",
     "SHIPPED_PRESETS",
@@ -298,6 +351,7 @@ __all__ = [
     "Autoencoder",
     "Model",
     "ModelConfig",
+    "S2DNet",
     "UNet",
     "build_model",
     "count_parameters",

@@ -30,18 +30,18 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.data import DATASETS, DataError, load_dataset
+from training.data import DATASETS, VAL_NOISE_SEED, DataError, add_noise, load_dataset
 from training.export import export_model, model_id_for
 from training.metrics import psnr
-from training.models import ARCHS, Arch, Model, ModelConfig, build_model, preset
+from training.models import ARCHS, CODELESS, Arch, Model, ModelConfig, build_model, preset
 
 log = logging.getLogger("training.train")
 
 Loss = Literal["bce", "mse", "psnr"]
 LOSSES: tuple[Loss, ...] = ("bce", "mse", "psnr")
-# Levels of the quick check printed at the end of a run (the full protocol is training.evaluate's).
-QUICK_EVAL_LEVELS = (0.05, 0.3, 0.5)
-QUICK_EVAL_SEED = 1234  # the evaluation protocol's noise seed
+# Levels of the validation check run after every epoch; the epoch with the best mean validation
+# PSNR over them is the one exported (the full protocol, on test, is training.evaluate's alone).
+VAL_LEVELS = (0.05, 0.1, 0.3, 0.6)
 
 
 @dataclass(frozen=True)
@@ -93,14 +93,14 @@ def default_config(arch: Arch, data: str, lesson: bool) -> TrainConfig:
         )
     small = data == "mnist5k"
     shift = 2 if small else 0  # 60,000 images need no augmentation for a few epochs
-    if arch == "unet":
+    if arch in ("unet", "s2d"):
         # The per-image log loss (`psnr`) keeps low-noise images, whose errors are tiny, from being
         # ignored next to high-noise ones: the unet must win at s = 0.05 too. The SSIM term keeps
         # it from trading a clean background for a fraction of a dB at high noise.
         return TrainConfig(
             arch=arch,
             data=data,
-            epochs=60 if small else 4,
+            epochs=(60 if small else 4) if arch == "unet" else (90 if small else 8),
             batch_size=32,
             lr=2e-3,
             loss="psnr",
@@ -129,6 +129,7 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
         "conv": "Convolutional autoencoder",
         "denoise": "Convolutional denoising autoencoder",
         "unet": "U-Net denoiser predicting the residual noise (no code)",
+        "s2d": "Space-to-depth residual denoiser with a thin full-resolution path (no code)",
     }[model_cfg.arch]
     shape = model_cfg.code_shape
     code = f" with a {'x'.join(map(str, shape))} code ({math.prod(shape)} numbers)" if shape else ""
@@ -251,19 +252,24 @@ def train_epoch(
     return total / count
 
 
-def quick_eval(model: Model, test_x: np.ndarray, limit: int = 2000) -> dict[str, float]:
-    """Mean test PSNR at a few levels, with the protocol's noise (default_rng(1234) per level)."""
-    from training.data import add_noise
+def validate(model: Model, val_x: np.ndarray, limit: int = 2000) -> dict[str, float]:
+    """Mean validation PSNR at VAL_LEVELS, noise from a fresh default_rng(VAL_NOISE_SEED) per level.
 
+    Validation only: the test split and its noise seed are the final evaluation's alone.
+    """
     model.eval()
-    clean = test_x[:limit]
+    clean = val_x[:limit]
     result: dict[str, float] = {}
     with torch.no_grad():
-        for s in QUICK_EVAL_LEVELS:
-            noisy = add_noise(clean, s, np.random.default_rng(QUICK_EVAL_SEED))
+        for s in VAL_LEVELS:
+            noisy = add_noise(clean, s, np.random.default_rng(VAL_NOISE_SEED))
             out = model(torch.from_numpy(noisy)[:, None]).numpy()[:, 0]
             result[str(s)] = round(float(psnr(clean, out).mean()), 3)
     return result
+
+
+def _mean(scores: dict[str, float]) -> float:
+    return float(np.mean(list(scores.values())))
 
 
 def train(
@@ -285,10 +291,12 @@ def train(
 
     `stop_after` ends the run after that epoch as an interruption would (the checkpoint stays
     resumable); `dry_run` runs one batch of one epoch, checkpoints and exports, for smoke tests;
-    `evaluate` adds a quick test-set PSNR check at the end.
-    Returns the final checkpoint state's summary (loss history, timings, quick evaluation).
+    `evaluate` scores the validation split after every epoch and exports the epoch with the best
+    mean validation PSNR (without it, the last epoch).
+    Returns the final checkpoint state's summary (loss history, validation history, timings).
     """
     split = load_dataset(cfg.data, data_dir)
+    val_limit = 16 if dry_run else 2000
     train_x = split.train_x if cfg.train_limit is None else split.train_x[: cfg.train_limit]
     images = torch.from_numpy(np.ascontiguousarray(train_x))[:, None]
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
@@ -301,6 +309,8 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     history: list[float] = []
+    val_history: list[dict[str, float]] = []
+    best: dict[str, Any] | None = None  # {"epoch", "val_psnr", "model"}: the epoch to export
     elapsed = 0.0
     start_epoch = 0
     if resume:
@@ -315,6 +325,7 @@ def train(
         gen.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch"])
         history, elapsed, start_epoch = state["history"], state["elapsed_s"], state["epoch"]
+        val_history, best = state.get("val_history", []), state.get("best")
         log.info("resumed %s at epoch %d/%d", checkpoint, start_epoch, cfg.epochs)
 
     last_epoch = 1 if dry_run else cfg.epochs
@@ -332,7 +343,16 @@ def train(
         loss = train_epoch(model, images, cfg, optimizer, scheduler, gen, bar, 1 if dry_run else None)
         elapsed += time.perf_counter() - t0
         history.append(loss)
-        bar.write(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.5f} lr {scheduler.get_last_lr()[0]:.2e}")
+        line = f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.5f} lr {scheduler.get_last_lr()[0]:.2e}"
+        if evaluate:
+            scores = validate(model, split.val_x, limit=val_limit)
+            val_history.append(scores)
+            line += f" val PSNR {_mean(scores):.3f} dB {scores}"
+            if best is None or _mean(scores) > best["val_mean_psnr"]:
+                state_copy = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = {"epoch": epoch + 1, "val_mean_psnr": _mean(scores), "val_psnr": scores}
+                best["model"] = state_copy
+        bar.write(line)
         save_checkpoint(
             checkpoint,
             {
@@ -344,6 +364,8 @@ def train(
                 "epoch": epoch + 1,
                 "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
                 "history": history,
+                "val_history": val_history,
+                "best": best,
                 "elapsed_s": elapsed,
                 "description": description,
             },
@@ -361,9 +383,19 @@ def train(
     if not done:
         log.info("stopped after epoch %d; continue with --resume", len(history))
         return summary
-    if evaluate:
-        summary["quick_eval_psnr"] = quick_eval(model, split.test_x, limit=16 if dry_run else 2000)
-        log.info("quick evaluation (test PSNR dB by noise level): %s", summary["quick_eval_psnr"])
+    summary["split"] = split.info
+    if best is not None:
+        model.load_state_dict(best["model"])
+        summary["val_history"] = val_history
+        summary["selected_epoch"] = best["epoch"]
+        summary["val_psnr"] = best["val_psnr"]
+        log.info(
+            "exporting epoch %d of %d (best mean validation PSNR %.3f dB: %s)",
+            best["epoch"],
+            len(history),
+            best["val_mean_psnr"],
+            best["val_psnr"],
+        )
     if out is not None:
         export_model(
             model,
@@ -374,7 +406,8 @@ def train(
             train_config=cfg.to_dict(),
             seed=cfg.seed,
             extra={"training": summary},
-            autoencoder_only=model_cfg.arch != "unet" and cfg.lesson,
+            split=split.info,
+            autoencoder_only=model_cfg.arch not in CODELESS and cfg.lesson,
         )
     return summary
 
@@ -450,6 +483,9 @@ def _parser() -> argparse.ArgumentParser:
         help="one batch of everything (train step, checkpoint, "
         "export to a temporary folder unless --out is given), for smoke tests",
     )
+    p.add_argument("--lowres-width", type=int, help="s2d: channels of the 14x14 convs")
+    p.add_argument("--lowres-convs", type=int, help="s2d: number of 14x14 convs")
+    p.add_argument("--fullres-width", type=int, help="s2d: channels of the 28x28 path and output convs")
     p.add_argument("--description", help="one sentence for the model card")
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (per-epoch lines are still logged)"
@@ -468,9 +504,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
     cfg = replace(cfg, **overrides)
     if cfg.noise_min > cfg.noise_max or cfg.noise_min < 0:
         raise SystemExit("--noise-min must be >= 0 and <= --noise-max")
-    if args.lesson and args.arch == "unet":
-        raise SystemExit("the lesson has no unet; drop --lesson")
-    return cfg, preset(args.arch, lesson=args.lesson)
+    if args.lesson and args.arch in CODELESS:
+        raise SystemExit(f"the lesson has no {args.arch}; drop --lesson")
+    model_cfg = preset(args.arch, lesson=args.lesson)
+    arch_overrides = {
+        name: getattr(args, name)
+        for name in ("lowres_width", "lowres_convs", "fullres_width")
+        if getattr(args, name, None) is not None
+    }
+    if arch_overrides and args.arch != "s2d":
+        raise SystemExit("--lowres-width, --lowres-convs and --fullres-width apply to --arch s2d only")
+    return cfg, replace(model_cfg, **arch_overrides)
 
 
 def main(argv: list[str] | None = None) -> None:

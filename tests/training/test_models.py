@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from training.models import (
     ARCHS,
+    CODELESS,
     LESSON_PRESETS,
     MAX_CODE_NUMBERS,
     SHIPPED_PRESETS,
     Autoencoder,
     ModelConfig,
+    S2DNet,
     UNet,
     build_model,
     count_parameters,
@@ -69,7 +72,7 @@ def test_every_preset_maps_images_to_images_in_unit_range(name: str, cfg: ModelC
 @pytest.mark.parametrize(("name", "cfg"), ALL_PRESETS, ids=[n for n, _ in ALL_PRESETS])
 def test_codes_fit_the_256_number_budget(name: str, cfg: ModelConfig) -> None:
     model = build_model(cfg)
-    if cfg.arch == "unet":
+    if cfg.arch in CODELESS:
         assert cfg.code_shape is None
         assert not hasattr(model, "encoder")
         return
@@ -109,6 +112,32 @@ def test_config_survives_a_json_round_trip(arch: str) -> None:
 def test_config_from_dict_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         ModelConfig.from_dict({"arch": "dense", "dropout": 0.5})
+
+
+@pytest.mark.parametrize("fullres", [8, 12])
+def test_s2d_subtracts_its_noise_estimate_and_clamps(fullres: int) -> None:
+    model = build_model(replace(preset("s2d"), fullres_width=fullres)).eval()
+    assert isinstance(model, S2DNet)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        noise = model.noise(x)
+        assert noise.shape == (2, 1, 28, 28)
+        assert torch.equal(model(x), torch.clamp(x - noise, 0, 1))
+
+
+def test_s2d_reaches_every_pixel_through_the_full_resolution_path() -> None:
+    # A change to one pixel must move its own output even when the 14x14 branch is silenced:
+    # the thin 28x28 path is what keeps single-pixel detail.
+    model = build_model(preset("s2d")).eval()
+    assert isinstance(model, S2DNet)
+    with torch.no_grad():
+        for p in model.lowres[-1].parameters():
+            p.zero_()
+        x = torch.zeros(1, 1, 28, 28)
+        y = x.clone()
+        y[0, 0, 13, 17] = 1.0
+        diff = (model.noise(y) - model.noise(x)).abs()[0, 0]
+    assert float(diff[13, 17]) > 0
 
 
 def test_unet_subtracts_its_noise_estimate_and_clamps() -> None:
