@@ -28,8 +28,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from training.data import VAL_FRACTION, VAL_SPLIT_SEED
 from training.checkpoint import load_checkpoint, load_model
+from training.data import VAL_FRACTION, VAL_SPLIT_SEED
 from training.models import Autoencoder, Model
 
 OPSET = 18
