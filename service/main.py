@@ -53,6 +53,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     """Build the app; ``registry`` skips loading in the lifespan (``ae-serve`` loads it up front)."""
     settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level)
+    if settings.default_model:
+        logger.warning(
+            "AE_DEFAULT_MODEL is deprecated: set AE_DEFAULT_DENOISE_MODEL and AE_DEFAULT_CODE_MODEL"
+        )
     state = ServiceState(settings, Metrics())
 
     @asynccontextmanager
@@ -147,7 +151,8 @@ def run(argv: list[str] | None = None) -> None:
     try:
         registry = load_registry(
             settings.models_dir,
-            settings.default_model,
+            settings.default_denoise_model,
+            settings.default_code_model,
             settings.device,
             settings.intra_op_threads,
             settings.inter_op_threads,

@@ -13,9 +13,20 @@ from service.config import Settings
 def test_defaults_serve_the_checkout_models(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AE_MODELS_DIR", "AE_DEFAULT_MODEL", "AE_DEVICE", "AE_API_KEY", "AE_CORS_ORIGINS"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("AE_DEFAULT_DENOISE_MODEL", "AE_DEFAULT_CODE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
     s = Settings()
     assert s.models_dir == Path(__file__).resolve().parents[2] / "models"
-    assert (s.default_model, s.device, s.api_key, s.cors_origins) == ("mnist-denoise", "auto", None, [])
+    assert (s.default_denoise_model, s.default_code_model) == ("mnist-unet", "mnist-denoise")
+    assert (s.device, s.api_key, s.cors_origins) == ("auto", None, [])
+
+
+def test_the_old_single_default_still_sets_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_DEFAULT_MODEL", "mnist-conv")
+    monkeypatch.delenv("AE_DEFAULT_DENOISE_MODEL", raising=False)
+    monkeypatch.setenv("AE_DEFAULT_CODE_MODEL", "mnist-dense")
+    s = Settings()
+    assert (s.default_denoise_model, s.default_code_model) == ("mnist-conv", "mnist-dense")
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -52,7 +63,7 @@ def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> No
     for name in ("AE_API_KEY", "AE_MAX_BATCH_SIZE", "AE_DEFAULT_MODEL"):
         monkeypatch.setenv(name, "")  # as compose passes an unset variable
     s = Settings()
-    assert (s.api_key, s.max_batch_size, s.default_model) == (None, 32, "mnist-denoise")
+    assert (s.api_key, s.max_batch_size, s.default_denoise_model) == (None, 32, "mnist-unet")
 
 
 @pytest.mark.parametrize(
