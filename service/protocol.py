@@ -32,6 +32,8 @@ from service.config import Settings
 logger = logging.getLogger(__name__)
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+# After a refusal, how long the client's further bytes are read and dropped before closing.
+_LINGER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class HttpProtocol(HttpToolsProtocol):
         # that never ends, which httptools buffers without a callback)
         self._header_count = 0
         self._refusal: tuple[int, str] | None = None
+        self._discarding = False  # refused: what still arrives is dropped (see _linger)
 
     # Connection: the header deadline runs from the moment it opens.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,6 +93,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's data_received, but a refusal decided in a callback gets its own status, not 400.
+        if self._discarding:
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -185,7 +190,20 @@ class HttpProtocol(HttpToolsProtocol):
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
         head.append(b"connection: close\r\n\r\n")
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the answer, reading (and dropping) what the client still sends for a moment.
+
+        Closing at once with unread bytes makes the kernel reset the connection, and a client still
+        sending would lose the answer with it; nginx's lingering close does the same.
+        """
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._discarding = True
+        self.transport.write_eof()
+        self.loop.call_later(_LINGER_S, self.transport.close)
 
     def _client_text(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else ""
