@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(default=0, ge=0)
 
     api_key: SecretStr | None = None
+    # Fail closed: refuse to start without a key (a deployment that means to have one, deploy/k8s).
+    require_api_key: bool = False
     # NoDecode: accept a plain comma-separated list ("https://a, https://b") as well as JSON.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -94,6 +96,12 @@ class Settings(BaseSettings):
             for name in ("default_denoise_model", "default_code_model"):
                 data.setdefault(name, data["default_model"])
         return data
+
+    @model_validator(mode="after")
+    def _key_when_required(self) -> Settings:
+        if self.require_api_key and self.api_key is None:
+            raise ValueError("AE_REQUIRE_API_KEY is set but AE_API_KEY is unset or empty")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -74,3 +74,24 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, 
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.removeprefix("AE_").lower()):
         Settings()
+
+
+def test_a_required_api_key_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_REQUIRE_API_KEY", "true")
+    monkeypatch.setenv("AE_API_KEY", "")  # as a Secret with an empty value
+    with pytest.raises(ValidationError, match="AE_REQUIRE_API_KEY is set but AE_API_KEY is unset or empty"):
+        Settings()
+    monkeypatch.setenv("AE_API_KEY", "k-1")
+    assert Settings().require_api_key
+
+
+def test_connection_limits_have_their_documented_defaults() -> None:
+    s = Settings()
+    assert (s.body_timeout_s, s.header_timeout_s, s.keep_alive_timeout_s, s.shutdown_timeout_s) == (
+        10,
+        10,
+        5,
+        30,
+    )
+    assert (s.max_header_bytes, s.max_headers) == (16 * 1024, 100)
+    assert (s.max_concurrent_requests, s.max_connections) == (256, 1024)
