@@ -65,11 +65,15 @@ class HealthProbe:
     failures: list[str] = field(default_factory=list)
     longest_gap_s: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
+    _first: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> HealthProbe:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        # The attack starts once the probe is answering, so a short attack is still watched.
+        if not self._first.wait(30):
+            raise AssertionError(f"/healthz never answered: {self.failures[:3]}")
         return self
 
     def __exit__(
@@ -81,6 +85,8 @@ class HealthProbe:
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=30) as client:
+            client.get("/healthz")
+            self._first.set()
             last = time.monotonic()
             while not self._stop.is_set():
                 try:
