@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import DATASETS, DataError, load_dataset
-from training.export import export_model, model_id_for
+from training.export import export_model, model_id_for, record_code_range
 from training.metrics import psnr
 from training.models import ARCHS, Arch, Model, ModelConfig, build_model, preset
 
@@ -376,6 +376,7 @@ def train(
             extra={"training": summary},
             autoencoder_only=model_cfg.arch != "unet" and cfg.lesson,
         )
+        record_code_range(out, train_x)
     return summary
 
 
