@@ -14,20 +14,44 @@ float32 ``[28, 28]`` in [0, 1], white on black like the training data:
   shrinking, bilinear when enlarging).
 
 The pixel count is checked from the header, before any pixel is decoded, and Pillow's own
-decompression-bomb guard stays on. Every failure is a subclass of :class:`ImageError`.
+decompression-bomb guard stays on; :func:`decode_cost` estimates from the header what a decode will
+allocate, so that callers can budget memory before any pixel exists. Large images are decoded at
+reduced size where the format allows (JPEG's DCT scaling through ``draft``) and shrunk by integer
+box reduction (``Image.reduce``) in their own 8-bit mode before any float copy is made.
+
+PNG is read by libspng (``pyspng``) for the usual upload, an 8-bit grey 28×28 file, and by Pillow
+for everything else. Every failure is a subclass of :class:`ImageError`.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import struct
+import zlib
 
 import numpy as np
+import pyspng
 from PIL import Image, UnidentifiedImageError
 
 from service import png
 
 SIDE = 28
+# Bytes per pixel of each mode as Pillow stores it (4-byte pixels for the 3- and 4-band modes).
+_MODE_BYTES = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "LA": 4,
+    "La": 4,
+    "PA": 4,
+    "I;16": 2,
+    "I;16L": 2,
+    "I;16B": 2,
+    "I;16N": 2,
+}
+# A decode holds the decoded image, a converted copy of it and float32 grey planes of its size.
+_WORKING_BYTES_PER_PIXEL = 12
 
 # EPS is excluded: Pillow decodes it by running Ghostscript on the bytes it is given.
 _EXCLUDED_FORMATS = frozenset({"EPS"})
@@ -82,16 +106,58 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def to_array(image: Image.Image, *, resize: bool = False, invert: bool = False) -> np.ndarray:
-    """Decode an image from :func:`open_image` into float32 ``[28, 28]`` in [0, 1], white on black."""
+def _check_size(image: Image.Image, resize: bool) -> None:
     if image.size != (SIDE, SIDE) and not resize:
         raise WrongImageSize(
             f"the image is {image.width}×{image.height}; expected {SIDE}×{SIDE} (or pass resize=true)"
         )
-    if resize and image.format == "JPEG":
-        # libjpeg can decode at 1/2 … 1/8 scale directly: far cheaper for photos.
+
+
+def _draft(image: Image.Image, resize: bool) -> None:
+    if resize and image.format == "JPEG" and image.size != (SIDE, SIDE):
+        # libjpeg can decode at 1/2 … 1/8 scale directly: far cheaper for photos, in time and memory.
         image.draft("L", (SIDE * 2, SIDE * 2))
+
+
+def decode_cost(image: Image.Image, *, resize: bool = False) -> int:
+    """Bytes a :func:`to_array` of this image (from :func:`open_image`) may allocate at its peak.
+
+    From the header alone: the decoded size (after any reduced-size JPEG decode) times the bytes per
+    pixel of the mode, plus the working copies. Measured peaks stay under it (docs/api.md).
+    """
+    _draft(image, resize)
+    pixels = image.width * image.height
+    return pixels * (_MODE_BYTES.get(image.mode, 4) + _WORKING_BYTES_PER_PIXEL)
+
+
+def _reduce(image: Image.Image) -> Image.Image:
+    """Integer box reduction to no less than twice 28×28, in the image's own mode (no float copy yet).
+
+    Transparent images are reduced premultiplied ("La"), so compositing afterwards averages what
+    each source pixel shows, as compositing before the reduction would.
+    """
+    factor = min(image.width, image.height) // (2 * SIDE)
+    if factor < 2:
+        return image
+    mode = image.mode
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        if mode not in ("LA", "La"):
+            image = image.convert("RGBA" if mode == "P" else image.mode).convert("LA")
+        image = image.convert("La")
+    elif mode in _WIDE_INT_MODES:
+        image = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0)  # mode F, in [0, 1]
+    elif mode not in ("L", "RGB", "F"):
+        image = image.convert("L")
+    return image.reduce(factor)
+
+
+def to_array(image: Image.Image, *, resize: bool = False, invert: bool = False) -> np.ndarray:
+    """Decode an image from :func:`open_image` into float32 ``[28, 28]`` in [0, 1], white on black."""
+    _check_size(image, resize)
+    _draft(image, resize)
     try:
+        if resize:
+            image = _reduce(image)
         pixels = _grey(image, background=1.0 if invert else 0.0)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"the image is too large to decode safely ({exc})") from exc
@@ -111,6 +177,9 @@ def to_array(image: Image.Image, *, resize: bool = False, invert: bool = False) 
 def _grey(image: Image.Image, background: float) -> np.ndarray:
     """Decode to float32 ``[h, w]`` in [0, 1], compositing any transparency onto ``background``."""
     mode = image.mode
+    if mode == "La":  # premultiplied, from _reduce
+        grey_alpha = np.asarray(image, dtype=np.float32) / 255.0
+        return grey_alpha[..., 0] + background * (1.0 - grey_alpha[..., 1])
     if mode in _WIDE_INT_MODES:
         return np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)
     if mode == "F":
@@ -126,13 +195,41 @@ def _grey(image: Image.Image, background: float) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def decode_common(data: bytes, *, invert: bool = False) -> np.ndarray | None:
-    """The usual upload, an 8-bit greyscale 28×28 PNG, decoded without Pillow; ``None`` for any other.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Signature, then IHDR: length 13, type, width, height, depth, colour, compression, filter, interlace, CRC.
+_PNG_HEAD = struct.Struct(">8sI4sIIBBBBBI")
+# Chunks that make Pillow's result differ from plain 8-bit grey levels: transparency, animation.
+_PNG_SPECIAL = (b"tRNS", b"acTL")
 
-    Same result as :func:`to_array` on the same bytes (tests/service/test_png.py checks it).
+
+def _is_grey8_28(data: bytes) -> bool:
+    """Whether the bytes start like an 8-bit grey 28×28 PNG with a sound IHDR (libspng ignores CRCs)."""
+    if len(data) < _PNG_HEAD.size or not data.startswith(_PNG_SIGNATURE):
+        return False
+    _, length, tag, width, height, depth, colour, compression, filtering, interlace, crc = (
+        _PNG_HEAD.unpack_from(data)
+    )
+    return (
+        (length, tag, width, height, depth, colour, compression, filtering)
+        == (13, b"IHDR", SIDE, SIDE, 8, 0, 0, 0)
+        and interlace in (0, 1)
+        and zlib.crc32(data[12:29]) == crc
+        # A false match (the tag's bytes inside compressed data) only sends the file to Pillow.
+        and not any(tag in data for tag in _PNG_SPECIAL)
+    )
+
+
+def decode_common(data: bytes, *, invert: bool = False) -> np.ndarray | None:
+    """The usual upload, an 8-bit greyscale 28×28 PNG, decoded by libspng; ``None`` for any other.
+
+    Same result as :func:`to_array` on the same bytes (tests/service/test_imaging.py checks it).
+    A file libspng refuses is ``None`` too: Pillow's path then says what is wrong with it.
     """
-    grey = png.decode_grey8(data, shape=(SIDE, SIDE))
-    if grey is None:
+    if not _is_grey8_28(data):
+        return None
+    try:
+        grey = pyspng.load(data)
+    except RuntimeError:
         return None
     pixels = grey.astype(np.float32) / 255.0
     if invert:
@@ -165,5 +262,6 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
-    """[h, w] floats in [0, 1] → 8-bit greyscale PNG bytes (written by hand: service/png.py)."""
+    """[h, w] floats in [0, 1] → 8-bit greyscale PNG bytes (written by hand, a sixth of Pillow's
+    cost for a 28×28 reply: service/png.py, docs/benchmarks.md)."""
     return png.encode_grey8(to_uint8(pixels), compress_level)
