@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     # Uploads this small (declaring at most 64×64 pixels) decode on the event loop; larger ones in
     # decode threads, whose concurrent allocations share the memory budget (docs/api.md, limits).
     inline_decode_bytes: int = Field(default=8192, ge=0)
-    decode_workers: int = Field(default=2, ge=1, le=64)
+    # One thread: large uploads are rare for a 28×28 service, and each decode thread that runs
+    # Python-level parsing (Pillow's chunk handlers) competes with the event loop for the GIL.
+    decode_workers: int = Field(default=1, ge=1, le=64)
     decode_memory_mb: int = Field(default=128, ge=8)
     decode_queue: int = Field(default=64, ge=1)
 

@@ -37,21 +37,18 @@ from PIL import Image, UnidentifiedImageError
 from service import png
 
 SIDE = 28
-# Bytes per pixel of each mode as Pillow stores it (4-byte pixels for the 3- and 4-band modes).
-_MODE_BYTES = {
-    "1": 1,
-    "L": 1,
-    "P": 1,
-    "LA": 4,
-    "La": 4,
-    "PA": 4,
-    "I;16": 2,
-    "I;16L": 2,
-    "I;16B": 2,
-    "I;16N": 2,
-}
-# A decode holds the decoded image, a converted copy of it and float32 grey planes of its size.
-_WORKING_BYTES_PER_PIXEL = 12
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Bytes per pixel of each mode as Pillow stores it (4 for every mode of 3 or 4 bands and I, F).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# What a decode allocates per source pixel beyond the decoded image (measured: docs/api.md): an
+# "LA" and an "La" copy for transparent images, two float32 planes for 16-bit grey, an "L" copy
+# for the rest.
+_WORKING_BYTES = {"alpha": 8, "wide": 10, "other": 1}
+# libwebp keeps its own RGBA canvas and hands Pillow a copy; Pillow's BMP RLE decoder builds the
+# image in a bytearray first.
+_FORMAT_BYTES = {"WEBP": 9, "BMP": 2}
+# Decoder state, row buffers and the 28×28 result: small, but not nothing.
+_DECODE_OVERHEAD = 1 << 20
 
 # EPS is excluded: Pillow decodes it by running Ghostscript on the bytes it is given.
 _EXCLUDED_FORMATS = frozenset({"EPS"})
@@ -84,10 +81,34 @@ def _readable_formats() -> tuple[str, ...]:
     return tuple(f for f in _COMMON_FORMATS if f in Image.OPEN) + tuple(rest)
 
 
+# More chunks than this in a PNG is a flood, not an image: encoders write a few ancillary chunks and
+# IDAT in pieces of 8 KB or more (256 of them in a 2 MB body); APNG adds two chunks per frame.
+MAX_PNG_CHUNKS = 4096
+_CHUNK_LENGTH = struct.Struct(">I")
+
+
+def _check_png_chunks(data: bytes, limit: int = MAX_PNG_CHUNKS) -> None:
+    """:class:`UndecodableImage` when a PNG holds more than ``limit`` chunks.
+
+    Walks the length fields only (libspng or Pillow check the rest): a fraction of a microsecond per
+    chunk, against tens of microseconds each for Pillow's chunk handlers, so that what a flood of
+    text chunks costs stops at the limit instead of growing with the body.
+    """
+    pos, end = len(_PNG_SIGNATURE), len(data)
+    for _ in range(limit):
+        if pos + 8 > end:
+            return
+        pos += _CHUNK_LENGTH.unpack_from(data, pos)[0] + 12
+    if pos + 8 <= end:
+        raise UndecodableImage(f"the PNG has more than {limit} chunks: not an image this service reads")
+
+
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Parse the header only and enforce the pixel limit; pixels are decoded by :func:`to_array`."""
     if not data:
         raise UndecodableImage("the image is empty (0 bytes)")
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png_chunks(data)
     try:
         image = Image.open(io.BytesIO(data), formats=_readable_formats())
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -123,27 +144,37 @@ def decode_cost(image: Image.Image, *, resize: bool = False) -> int:
     """Bytes a :func:`to_array` of this image (from :func:`open_image`) may allocate at its peak.
 
     From the header alone: the decoded size (after any reduced-size JPEG decode) times the bytes per
-    pixel of the mode, plus the working copies. Measured peaks stay under it (docs/api.md).
+    pixel of the mode and of the working copies. Measured peaks stay under it (docs/api.md).
     """
     _draft(image, resize)
-    pixels = image.width * image.height
-    return pixels * (_MODE_BYTES.get(image.mode, 4) + _WORKING_BYTES_PER_PIXEL)
+    mode = image.mode
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        kind = "alpha"
+    elif mode in _WIDE_INT_MODES:
+        kind = "wide"
+    else:
+        kind = "other"
+    per_pixel = _MODE_BYTES.get(mode, 4) + _WORKING_BYTES[kind] + _FORMAT_BYTES.get(image.format or "", 0)
+    return image.width * image.height * per_pixel + _DECODE_OVERHEAD
 
 
 def _reduce(image: Image.Image) -> Image.Image:
-    """Integer box reduction to no less than twice 28×28, in the image's own mode (no float copy yet).
+    """Integer box reduction of each side to 56…111 pixels, in the image's own mode (no float copy yet).
 
     Transparent images are reduced premultiplied ("La"), so compositing afterwards averages what
     each source pixel shows, as compositing before the reduction would.
     """
-    factor = min(image.width, image.height) // (2 * SIDE)
-    if factor < 2:
+    factor = (max(1, image.width // (2 * SIDE)), max(1, image.height // (2 * SIDE)))
+    if max(factor) < 2:
         return image
     mode = image.mode
     if mode in _ALPHA_MODES or "transparency" in image.info:
-        if mode not in ("LA", "La"):
-            image = image.convert("RGBA" if mode == "P" else image.mode).convert("LA")
-        image = image.convert("La")
+        if mode not in ("RGBA", "LA", "La"):
+            image = image.convert("RGBA")  # palette or colour-key transparency becomes alpha
+        if image.mode == "RGBA":
+            image = image.convert("LA")
+        if image.mode == "LA":
+            image = image.convert("La")
     elif mode in _WIDE_INT_MODES:
         image = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0)  # mode F, in [0, 1]
     elif mode not in ("L", "RGB", "F"):
@@ -195,7 +226,6 @@ def _grey(image: Image.Image, background: float) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Signature, then IHDR: length 13, type, width, height, depth, colour, compression, filter, interlace, CRC.
 _PNG_HEAD = struct.Struct(">8sI4sIIBBBBBI")
 # Chunks that make Pillow's result differ from plain 8-bit grey levels: transparency, animation.

@@ -174,11 +174,29 @@ async def read_uploads(request: Request, settings: Settings, *, batch: bool) -> 
 
 
 @functools.cache
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
 def _malloc_trim() -> Any:
     """glibc's ``malloc_trim``, or None elsewhere: freed decode buffers go back to the system."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    return getattr(libc, "malloc_trim", None)
+    return getattr(_libc(), "malloc_trim", None)
+
+
+_M_MMAP_THRESHOLD = -3
+
+
+@functools.cache
+def map_large_allocations() -> bool:
+    """Have glibc serve every allocation of 1 MiB or more by its own mapping, returned when freed.
+
+    By default glibc raises that threshold each time such a block is freed, up to 32 MiB, after
+    which decode buffers come from the heap: they stay resident once freed, and a ``calloc`` there
+    touches every page (libwebp callocs two RGBA canvases on open). False where there is no glibc.
+    """
+    mallopt = getattr(_libc(), "mallopt", None)
+    return bool(mallopt is not None and mallopt(_M_MMAP_THRESHOLD, 1 << 20))
 
 
 class DecodeBudget:
@@ -242,6 +260,7 @@ class Intake:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.budget = DecodeBudget(settings.decode_memory_mb * 2**20, settings.decode_queue)
+        map_large_allocations()
         self._executor: ThreadPoolExecutor | None = None  # started by the first large upload
 
     def close(self) -> None:
@@ -260,8 +279,15 @@ class Intake:
         if common is not None:
             return common
         image = imaging.open_image(data, self.settings.max_pixels)
-        with self.budget.reserve(imaging.decode_cost(image, resize=resize)):
-            return imaging.to_array(image, resize=resize, invert=invert)
+        try:
+            with self.budget.reserve(imaging.decode_cost(image, resize=resize)):
+                try:
+                    return imaging.to_array(image, resize=resize, invert=invert)
+                finally:
+                    image.close()  # the decoded pixels go now, inside the reservation
+        finally:
+            image.close()
+            del image  # not kept alive by a traceback while the error travels up
 
     async def decode(self, upload: Upload, *, resize: bool, invert: bool) -> np.ndarray:
         """One upload → float32 [28, 28]: on the loop when its bytes are few, else in a decode thread."""
@@ -271,8 +297,14 @@ class Intake:
             if common is not None:
                 return common
             image = imaging.open_image(data, self.settings.max_pixels)
-            if image.width * image.height <= INLINE_DECODE_PIXELS:
-                return imaging.to_array(image, resize=resize, invert=invert)
+            try:
+                if image.width * image.height <= INLINE_DECODE_PIXELS:
+                    return imaging.to_array(image, resize=resize, invert=invert)
+            finally:
+                # Some decoders allocate their canvas on open (libwebp): none may outlive this
+                # check while the request waits for a decode thread.
+                image.close()
+                del image
         with self.budget.admit():
             loop = asyncio.get_running_loop()
             work = functools.partial(self.decode_bytes, data, resize=resize, invert=invert)
