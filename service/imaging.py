@@ -158,15 +158,17 @@ def decode_cost(image: Image.Image, *, resize: bool = False) -> int:
     return image.width * image.height * per_pixel + _DECODE_OVERHEAD
 
 
-def _reduce(image: Image.Image) -> Image.Image:
-    """Integer box reduction of each side to 56…111 pixels, in the image's own mode (no float copy yet).
+def _reduce(image: Image.Image) -> tuple[Image.Image, tuple[float, float, float, float] | None]:
+    """Integer box reduction of each side to 224…447 pixels, in the image's own mode (no float copy yet).
 
     Transparent images are reduced premultiplied ("La"), so compositing afterwards averages what
     each source pixel shows, as compositing before the reduction would.
     """
-    factor = (max(1, image.width // (2 * SIDE)), max(1, image.height // (2 * SIDE)))
+    factor = (max(1, image.width // (8 * SIDE)), max(1, image.height // (8 * SIDE)))
     if max(factor) < 2:
-        return image
+        return image, None
+    # Where the source's edges fall in the reduced image (its last row and column may be partial).
+    box = (0.0, 0.0, image.width / factor[0], image.height / factor[1])
     mode = image.mode
     if mode in _ALPHA_MODES or "transparency" in image.info:
         if mode not in ("RGBA", "LA", "La"):
@@ -179,16 +181,17 @@ def _reduce(image: Image.Image) -> Image.Image:
         image = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0)  # mode F, in [0, 1]
     elif mode not in ("L", "RGB", "F"):
         image = image.convert("L")
-    return image.reduce(factor)
+    return image.reduce(factor), box
 
 
 def to_array(image: Image.Image, *, resize: bool = False, invert: bool = False) -> np.ndarray:
     """Decode an image from :func:`open_image` into float32 ``[28, 28]`` in [0, 1], white on black."""
     _check_size(image, resize)
     _draft(image, resize)
+    box = None
     try:
         if resize:
-            image = _reduce(image)
+            image, box = _reduce(image)
         pixels = _grey(image, background=1.0 if invert else 0.0)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"the image is too large to decode safely ({exc})") from exc
@@ -198,7 +201,7 @@ def to_array(image: Image.Image, *, resize: bool = False, invert: bool = False) 
         # Area averaging when shrinking (every source pixel counts once, no ringing); bilinear when enlarging.
         shrinking = min(pixels.shape) >= SIDE
         method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-        resized = Image.fromarray(pixels, mode="F").resize((SIDE, SIDE), method)
+        resized = Image.fromarray(pixels, mode="F").resize((SIDE, SIDE), method, box=box)
         pixels = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     if invert:
         pixels = 1.0 - pixels

@@ -33,7 +33,7 @@ RSS_SETTLED_MIB = 60
 # The longest /healthz gap while 8-16 hostile uploads are in flight. On 883b244 one PNG text flood
 # alone held the event loop 250-400 ms here; on a quiet machine gaps stay under 50 ms, but a storm
 # of concurrent requests on two cores shared with training jobs reaches ~250 ms whatever it sends.
-HEALTHZ_GAP_MS = 500
+HEALTHZ_GAP_MS = 400
 CONCURRENCY = 16
 REQUESTS = 32
 BOMBS = attacks.bombs()
