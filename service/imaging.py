@@ -81,34 +81,80 @@ def _readable_formats() -> tuple[str, ...]:
     return tuple(f for f in _COMMON_FORMATS if f in Image.OPEN) + tuple(rest)
 
 
-# More chunks than this in a PNG is a flood, not an image: encoders write a few ancillary chunks and
-# IDAT in pieces of 8 KB or more (256 of them in a 2 MB body); APNG adds two chunks per frame.
+# Structure beyond these counts is a flood, not an image. Encoders write a few ancillary PNG chunks
+# and IDAT in pieces of 8 KB or more (256 of them in a 2 MB body; APNG adds two chunks per frame);
+# a JPEG has a dozen segments before its first scan (ICC profiles split into 64 KB pieces); a
+# TIFF's first directory holds a few dozen tags.
 MAX_PNG_CHUNKS = 4096
-_CHUNK_LENGTH = struct.Struct(">I")
+MAX_JPEG_SEGMENTS = 512
+MAX_TIFF_TAGS = 1024
+_U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+_JPEG_SOS = 0xDA
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
-def _check_png_chunks(data: bytes, limit: int = MAX_PNG_CHUNKS) -> None:
-    """:class:`UndecodableImage` when a PNG holds more than ``limit`` chunks.
+def _flood(kind: str, limit: int) -> UndecodableImage:
+    return UndecodableImage(
+        f"the {kind} has more than {limit} {_FLOOD_UNITS[kind]}: not an image this service reads"
+    )
 
-    Walks the length fields only (libspng or Pillow check the rest): a fraction of a microsecond per
-    chunk, against tens of microseconds each for Pillow's chunk handlers, so that what a flood of
-    text chunks costs stops at the limit instead of growing with the body.
-    """
+
+_FLOOD_UNITS = {"PNG": "chunks", "JPEG": "segments before its image data", "TIFF": "tags"}
+
+
+def _check_png(data: bytes) -> None:
     pos, end = len(_PNG_SIGNATURE), len(data)
-    for _ in range(limit):
+    for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > end:
             return
-        pos += _CHUNK_LENGTH.unpack_from(data, pos)[0] + 12
+        pos += _U32.unpack_from(data, pos)[0] + 12
     if pos + 8 <= end:
-        raise UndecodableImage(f"the PNG has more than {limit} chunks: not an image this service reads")
+        raise _flood("PNG", MAX_PNG_CHUNKS)
+
+
+def _check_jpeg(data: bytes) -> None:
+    pos, end = 2, len(data)
+    for _ in range(MAX_JPEG_SEGMENTS):
+        while pos < end and data[pos] == 0xFF:  # a marker's 0xFF, and any fill bytes before it
+            pos += 1
+        if pos + 3 > end or data[pos] == _JPEG_SOS:
+            return
+        pos += 1 if data[pos] in _JPEG_STANDALONE else 1 + _U16.unpack_from(data, pos + 1)[0]
+    if pos + 3 <= end:
+        raise _flood("JPEG", MAX_JPEG_SEGMENTS)
+
+
+def _check_tiff(data: bytes) -> None:
+    order = "<" if data.startswith(b"II") else ">"
+    if len(data) < 8:
+        return
+    offset = struct.unpack_from(order + "I", data, 4)[0]
+    if offset + 2 <= len(data) and struct.unpack_from(order + "H", data, offset)[0] > MAX_TIFF_TAGS:
+        raise _flood("TIFF", MAX_TIFF_TAGS)
+
+
+def _check_structure(data: bytes) -> None:
+    """:class:`UndecodableImage` when a PNG, JPEG or TIFF holds more chunks, segments or tags than any
+    real image needs.
+
+    Walks length fields only (Pillow or libspng check the rest): a fraction of a microsecond per
+    chunk, against several microseconds each in Pillow's Python handlers, so that what a flood
+    costs stops at the limit instead of growing with the body.
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png(data)
+    elif data.startswith(b"\xff\xd8"):
+        _check_jpeg(data)
+    elif data.startswith((b"II*\x00", b"MM\x00*")):
+        _check_tiff(data)
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Parse the header only and enforce the pixel limit; pixels are decoded by :func:`to_array`."""
     if not data:
         raise UndecodableImage("the image is empty (0 bytes)")
-    if data.startswith(_PNG_SIGNATURE):
-        _check_png_chunks(data)
+    _check_structure(data)
     try:
         image = Image.open(io.BytesIO(data), formats=_readable_formats())
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -135,6 +135,20 @@ def test_a_png_of_too_many_chunks_is_refused_before_pillow_parses_them() -> None
     assert imaging.decode_image(few, max_pixels=784).shape == (28, 28)
 
 
+def test_a_jpeg_or_tiff_flood_is_refused_before_pillow_parses_it() -> None:
+    jpeg = io.BytesIO()
+    Image.new("L", (28, 28)).save(jpeg, "JPEG")
+    comments = b"\xff\xfe\x00\x03x" * (imaging.MAX_JPEG_SEGMENTS + 1)
+    with pytest.raises(imaging.UndecodableImage, match="more than 512 segments"):
+        imaging.open_image(jpeg.getvalue()[:2] + comments + jpeg.getvalue()[2:], 784)
+    fine = jpeg.getvalue()[:2] + b"\xff\xfe\x00\x03x" * 100 + jpeg.getvalue()[2:]
+    assert imaging.decode_image(fine, max_pixels=784).shape == (28, 28)
+    tiff = io.BytesIO()
+    Image.new("L", (28, 28)).save(tiff, "TIFF", tiffinfo={40000 + i: 1 for i in range(imaging.MAX_TIFF_TAGS)})
+    with pytest.raises(imaging.UndecodableImage, match="more than 1024 tags"):
+        imaging.open_image(tiff.getvalue(), 784)
+
+
 @settings(max_examples=30, deadline=None)
 @given(grey=arrays(np.uint8, (28, 28)), level=st.integers(0, 9))
 def test_encoder_output_reads_back_in_pillow(grey: np.ndarray, level: int) -> None:
