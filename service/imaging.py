@@ -301,11 +301,12 @@ def _is_grey8_28(data: bytes) -> bool:
 def decode_common(data: bytes, *, invert: bool = False) -> np.ndarray | None:
     """The usual upload, an 8-bit greyscale 28×28 PNG, decoded by libspng; ``None`` for any other.
 
-    Same result as :func:`to_array` on the same bytes (tests/service/test_imaging.py checks it).
+    Same result as :func:`to_array` on the same bytes (tests/service/test_intake.py checks it).
     A file libspng refuses is ``None`` too: Pillow's path then says what is wrong with it.
     """
     if not _is_grey8_28(data):
         return None
+    _check_png(data)  # a flood is refused here as on Pillow's path (a microsecond for 4 chunks)
     try:
         grey = pyspng.load(data)
     except RuntimeError:
