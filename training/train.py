@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import DATASETS, VAL_NOISE_SEED, DataError, add_noise, load_dataset
-from training.export import export_model, model_id_for
+from training.export import export_model, model_id_for, record_code_range
 from training.metrics import psnr
 from training.models import ARCHS, CODELESS, Arch, Model, ModelConfig, build_model, preset
 
@@ -418,6 +418,7 @@ def train(
             split=split.info,
             autoencoder_only=model_cfg.arch not in CODELESS and cfg.lesson,
         )
+        record_code_range(out, train_x)
     return summary
 
 
