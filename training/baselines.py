@@ -328,9 +328,10 @@ def tune(
 ) -> Tuning:
     """The grid point with the best mean PSNR on ``clean`` + noise at ``s``, never on a grid edge.
 
-    Starts from the full product of the axes' grids; while the best point sits on an end of an axis,
-    that axis gets one more value past it (and the product is completed); then ``refine`` rounds of
-    geometric midpoints next to the optimum. Ties go to the point evaluated first.
+    Starts from the full product of the axes' grids; then, until the best point has an evaluated
+    neighbour on both sides of every axis, its missing neighbours are evaluated, and a best point on
+    an end of an axis gets one more value past it; then ``refine`` rounds of geometric midpoints next
+    to the optimum, each followed by the same neighbour check. Ties go to the point evaluated first.
     """
     if not method.axes:
         raise ValueError(f"{method.key} has nothing to tune")
@@ -349,33 +350,49 @@ def tune(
     def best() -> Point:
         return max(scores, key=scores.__getitem__)  # first evaluated wins a tie
 
-    run(list(itertools.product(*grids)))
     extensions = [0] * len(axes)
-    while True:
-        b, grew = best(), False
-        for i, axis in enumerate(axes):
-            for side, edge in (("low", grids[i][0]), ("high", grids[i][-1])):
-                if b[i] != edge:
-                    continue
-                nxt = axis.beyond(edge, side)
-                if nxt is None:
-                    if axis.bound_reason(side) is not None:
-                        continue  # the method's own limit: accepted, and recorded below
-                    raise TuningError(
-                        f"{method.key} at s={s:g}: the optimum {axis.name}={edge:g} is on the {side} edge "
-                        f"of its grid and the axis stops there ({axis.lower:g}…{axis.upper:g})"
-                    )
-                if extensions[i] >= max_extensions:
-                    raise TuningError(
-                        f"{method.key} at s={s:g}: the optimum {axis.name}={edge:g} is still on the {side} "
-                        f"edge after {max_extensions} extensions"
-                    )
-                grids[i] = sorted({*grids[i], nxt})
-                extensions[i] += 1
-                grew = True
-        if not grew:
-            break
-        run(list(itertools.product(*grids)))
+
+    def settle() -> None:
+        """Evaluate the best point's neighbours on every axis until the best has them all.
+
+        A best point on an end of an axis gets one more value past that end (the axis's step), so on
+        return it is the best of everything evaluated and has an evaluated neighbour on both sides of
+        every axis, except at a declared bound of the method.
+        """
+        while True:
+            b, new = best(), []
+            for i, axis in enumerate(axes):
+                values = sorted({*grids[i], *_line(scores, b, i)})
+                k = values.index(b[i])
+                for side, j in (("low", k - 1), ("high", k + 1)):
+                    if 0 <= j < len(values):
+                        value = values[j]
+                    else:
+                        nxt = axis.beyond(b[i], side)
+                        if nxt is None:
+                            if axis.bound_reason(side) is not None:
+                                continue  # the method's own limit: accepted, and recorded below
+                            raise TuningError(
+                                f"{method.key} at s={s:g}: the optimum {axis.name}={b[i]:g} is on the {side} "
+                                f"edge of its grid and the axis stops there ({axis.lower:g}…{axis.upper:g})"
+                            )
+                        if extensions[i] >= max_extensions:
+                            raise TuningError(
+                                f"{method.key} at s={s:g}: the optimum {axis.name}={b[i]:g} is still on the "
+                                f"{side} edge after {max_extensions} extensions"
+                            )
+                        extensions[i] += 1
+                        grids[i] = sorted({*grids[i], nxt})
+                        value = nxt
+                    point = (*b[:i], value, *b[i + 1 :])
+                    if point not in scores:
+                        new.append(point)
+            if not new:
+                return
+            run(new)
+
+    run(list(itertools.product(*grids)))
+    settle()
     for i, axis in enumerate(axes):
         for _ in range(axis.refine):
             b = best()
@@ -383,6 +400,7 @@ def tune(
             k = line.index(b[i])
             mids = [round(math.sqrt(line[j] * b[i]), 6) for j in (k - 1, k + 1) if 0 <= j < len(line)]
             run([(*b[:i], m, *b[i + 1 :]) for m in mids])
+            settle()
     b = best()
     neighbours: dict[str, dict[str, tuple[float, float] | None]] = {}
     at_bound: dict[str, str] = {}
