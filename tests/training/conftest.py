@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from training.report import CLASSICAL
+
 
 def write_scale_model(path: Path, scale: float) -> Path:
     """``denoised = scale * image``: scale 1 is the identity, which must score as the noisy input."""
@@ -48,7 +50,7 @@ def rows_for(values: dict[str, tuple[list[float], list[float]]], n: int = 10) ->
     """Report rows from (psnr, ssim) lists; ``subset_*`` equal the full means unless set later."""
     rows = {}
     for key, (p, q) in values.items():
-        kind = "classical" if key in ("noisy", "gaussian", "median", "nl_means", "bm3d") else "model"
+        kind = "classical" if key in CLASSICAL else "model"
         kind = "lesson" if key == "lesson" else kind
         rows[key] = {
             "label": key,

@@ -80,6 +80,11 @@ def test_all_writes_reports_card_metrics_and_summary(tmp_path: Path, evaluation_
     for label in ("mnist-unet", "lesson conv AE", "noisy input", "median 3×3", "NL-means", "Gaussian blur"):
         assert label in text
     assert f"first **{N_TEST}** test images" in text
+    # Where each tuned optimum fell, on validation, and that none is on a grid edge.
+    assert "## Classical parameters, tuned per level by mean PSNR on the validation split" in text
+    assert "| Gaussian blur (σ tuned per s) | sigma |" in text and "first 4 validation images" in text
+    assert "| NL-means (h, patch size and distance tuned per s) | patch_distance |" in text
+    assert "**no optimum sits on a grid edge**" in text and "train images" not in text
     assert "**NOT met**: PSNR ≥ 19.5 dB at s = 0.5" in text  # an identity model cannot meet it
     card = json.loads((denoise / "card.json").read_text())
     cache = json.loads((evaluation_dir / "baselines-mnist5k.json").read_text())
@@ -93,6 +98,23 @@ def test_all_writes_reports_card_metrics_and_summary(tmp_path: Path, evaluation_
     assert "## mnist5k" in summary_text and "mnist-unet (unet)" in summary_text
     assert "--summary" in summary_text
     assert "- mnist-denoise [issue 4]: 0 of 4 met; NOT met:" in summary_text
+    assert "### Classical parameters (mnist5k), tuned per level on the validation split" in summary_text
+    assert "**no optimum sits on a grid edge**" in summary_text
+
+
+def test_an_s2d_report_compares_with_the_883b244_unet(tmp_path: Path, evaluation_dir: Path) -> None:
+    models = tmp_path / "models"
+    s2d = write_model_dir(models, "mnist-s2d", 1.0)
+    summary = tmp_path / "evaluation.md"
+    main(
+        ["--model", str(s2d), "--evaluation-dir", str(evaluation_dir), "--test-limit", str(N_TEST),
+         "--summary", str(summary)]
+    )  # fmt: skip
+    text = (s2d / "report" / "README.md").read_text()
+    assert "| mnist-unet at 883b244 | 35.08 | 30.49 | 26.40 | 23.94 | 21.99 | 20.35 | 18.91 |" in text
+    assert "**NOT met**: PSNR within 0.3 dB of the U-Net at 883b244" in text  # the identity is far below
+    assert "[issue 12]" in text
+    assert "| mnist-unet at 883b244 |" in summary.read_text()
 
 
 def test_lesson_rows_are_rescored_when_the_lesson_model_changes(tmp_path: Path, evaluation_dir: Path) -> None:

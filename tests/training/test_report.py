@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tests.training.conftest import constant, rows_for
-from training.report import check_targets, table
+from training.report import _params_table, check_targets, reference_table, table
 
-CLASSICAL = ("noisy", "gaussian", "median", "nl_means", "bm3d")
+CLASSICAL = ("noisy", "gaussian", "median", "median_tuned", "nl_means", "bm3d")
 
 
 def _mnist_rows(model_psnr: float, model_ssim: float, lesson_psnr: float = 18.0) -> dict:
@@ -86,3 +86,86 @@ def test_models_without_an_issue_target_get_design_md_aim() -> None:
     values = {"mnist-conv": (constant(18.0), constant(0.8)), "lesson": (constant(18.5), constant(0.8))}
     [target] = check_targets("mnist-conv", rows_for(values))
     assert target.source == "DESIGN.md" and not target.met and "-0.50 dB" in target.detail
+
+
+def _s2d_rows(model_psnr: list[float], model_ssim: float = 0.99) -> dict:
+    values = {
+        "mnist-s2d": (model_psnr, constant(model_ssim)),
+        "mnist-unet": (constant(40.0), constant(0.999)),  # no code: not a bar for s2d
+        "mnist-denoise": (constant(17.0), constant(0.9)),
+        "lesson": (constant(16.0), constant(0.8)),
+    }
+    values.update({key: (constant(15.0), constant(0.7)) for key in CLASSICAL})
+    rows = rows_for(values)
+    rows["mnist-unet"]["arch"] = "unet"
+    return rows
+
+
+UNET_MNIST = [35.08, 30.49, 26.40, 23.94, 21.99, 20.35, 18.91]
+
+
+def test_s2d_targets_beat_everything_with_a_code_and_stay_near_the_883b244_unet() -> None:
+    near = [v - 0.29 for v in UNET_MNIST]
+    targets = check_targets("mnist-s2d", _s2d_rows(near))
+    assert [t.met for t in targets] == [True, True, True]
+    assert all(t.source == "issue 12" for t in targets)
+    assert "883b244" in targets[2].text and "-0.29 dB" in targets[2].detail
+
+
+def test_each_s2d_target_can_fail_on_its_own() -> None:
+    far = list(UNET_MNIST)
+    far[1] -= 0.31  # s = 0.1: just outside 0.3 dB
+    targets = check_targets("mnist-s2d", _s2d_rows(far))
+    assert [t.met for t in targets] == [True, True, False] and "s=0.1" in targets[2].detail
+    rows = _s2d_rows(UNET_MNIST)
+    rows["mnist-denoise"]["psnr"][-1] = 19.0  # an autoencoder above it at s = 0.6 (18.91)
+    psnr_target = check_targets("mnist-s2d", rows)[0]
+    assert not psnr_target.met and "mnist-denoise at s=0.6" in psnr_target.detail
+    assert [t.met for t in check_targets("mnist-s2d", _s2d_rows(UNET_MNIST, 0.85))] == [True, False, True]
+
+
+def test_reference_table_shows_the_gap_per_level() -> None:
+    row = {"psnr": [v - 0.1 for v in UNET_MNIST[:-1]] + [UNET_MNIST[-1] - 0.5]}
+    text = reference_table("mnist-s2d", row, [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert "| mnist-unet at 883b244 | 35.08 | 30.49 |" in text
+    assert "| difference | -0.10 |" in text and text.rstrip().endswith("| **no** |")
+    assert reference_table("mnist-denoise", row, [0.05]) == ""
+
+
+def _tuned_cache() -> dict:
+    def tuning(s: float, size: float, bound: bool) -> dict:
+        return {
+            "s": s,
+            "params": {"size": size},
+            "grid_point": {"size": size},
+            "on_grid_edge": False,
+            "neighbours": {"size": {"low": None if bound else [size - 2, 1.0], "high": [size + 2, 1.0]}},
+            "at_method_bound": {"size": "3×3 is the smallest median window"} if bound else {},
+        }
+
+    return {
+        "noise_levels": [0.05, 0.6],
+        "methods": {
+            "median_tuned": {
+                "label": "median (size tuned per s)",
+                "axes": [{"name": "size", "grid": [3.0, 5.0], "factor_of_s": False}],
+                "params": [{"size": 3.0}, {"size": 5.0}],
+                "tune_split": "validation",
+                "tune_images": 200,
+                "tuning": [tuning(0.05, 3.0, True), tuning(0.6, 5.0, False)],
+            },
+        },
+    }
+
+
+def test_params_table_says_where_each_optimum_fell_and_that_none_is_on_an_edge() -> None:
+    text = _params_table(_tuned_cache())
+    assert (
+        "| median (size tuned per s) | size | 3 (bound, 5) | 5 (3, 7) | first 200 validation images |" in text
+    )
+    assert "**no optimum sits on a grid edge**" in text
+    assert "- median (size tuned per s), size at s=0.05: 3×3 is the smallest median window" in text
+    assert "train" not in text
+    cache = _tuned_cache()
+    cache["methods"]["median_tuned"]["tuning"][1]["on_grid_edge"] = True
+    assert "these sit on a grid edge: median (size tuned per s) s=0.6" in _params_table(cache)
