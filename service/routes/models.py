@@ -14,8 +14,25 @@ router = APIRouter(tags=["models"])
 
 
 def card_view(model: Model, default_model: str) -> dict[str, Any]:
-    """The card as shipped, plus where it runs and whether it is the default."""
-    return {**model.card, "provider": model.provider, "default": model.id == default_model}
+    """The card as shipped, plus where it runs, whether it is the default and the noise it was made for."""
+    noise = model.card.get("noise") or _gaussian_noise(model.card)
+    return {**model.card, "noise": noise, "provider": model.provider, "default": model.id == default_model}
+
+
+def _gaussian_noise(card: dict[str, Any]) -> dict[str, Any] | None:
+    """Cards written before noise models were recorded: Gaussian over the trained range of s."""
+    train = (card.get("config") or {}).get("train") or {}
+    if "noise_max" not in train:
+        return None
+    low, high = train.get("noise_min", 0.0), train["noise_max"]
+    return {
+        "kind": "gaussian",
+        "kinds": ["gaussian"],
+        "levels": {"gaussian": {"name": "s", "range": [low, high]}},
+        "description": f"gaussian with s ~ uniform[{low:g}, {high:g}]"
+        if low != high
+        else f"gaussian at s {low:g}",
+    }
 
 
 @router.get("/models", summary="The cards of every loaded model")
