@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A checkout keeps the shipped models next to the package: <repo>/models.
@@ -29,7 +29,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     models_dir: Path = Field(default_factory=_default_models_dir)
-    default_model: str = "mnist-denoise"
+    # What a request that names no model gets: /denoise (and the demo page) the best denoiser;
+    # /encode and /decode the blind autoencoder, which has a code. Both are checked at start-up.
+    default_denoise_model: str = "mnist-unet"
+    default_code_model: str = "mnist-denoise"
+    # Deprecated: the one default of earlier versions; sets both of the above unless they are set.
+    default_model: str | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
 
     # Micro-batching (per graph).
@@ -54,13 +59,49 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(default=0, ge=0)
 
     api_key: SecretStr | None = None
+    # Fail closed: refuse to start without a key (a deployment that means to have one, deploy/k8s).
+    require_api_key: bool = False
     # NoDecode: accept a plain comma-separated list ("https://a, https://b") as well as JSON.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Connections and requests (docs/api.md, "Limits"): every one ends in bounded time and memory.
+    # A body must arrive completely within this many seconds of its headers (408, then close).
+    body_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # The request line and headers must arrive within this many seconds (408, then close); an idle
+    # new connection that sends nothing is closed after the same time.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # Request line plus headers, in bytes, and the number of header lines (431, then close).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    # Requests being handled at once (from headers to the end of the response); past it 503 +
+    # Retry-After at once. Probes (/healthz, /readyz, /metrics) are never refused.
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    # Open connections (uvicorn's limit_concurrency); past it uvicorn answers 503 and closes.
+    max_connections: int = Field(default=1024, ge=1)
+    # Idle keep-alive connections close after this; below the idle timeout of a load balancer in
+    # front (deploy/nginx/nginx.conf keeps its upstream connections idle for at most 4 s).
+    keep_alive_timeout_s: int = Field(default=5, ge=1, le=3600)
+    # On SIGTERM, requests in flight get this long to finish (deploy/k8s adds the preStop pause).
+    shutdown_timeout_s: int = Field(default=30, ge=0, le=3600)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_default(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("default_model"):
+            for name in ("default_denoise_model", "default_code_model"):
+                data.setdefault(name, data["default_model"])
+        return data
+
+    @model_validator(mode="after")
+    def _key_when_required(self) -> Settings:
+        if self.require_api_key and self.api_key is None:
+            raise ValueError("AE_REQUIRE_API_KEY is set but AE_API_KEY is unset or empty")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

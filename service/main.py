@@ -25,9 +25,11 @@ from pydantic import ValidationError
 from service.config import Settings
 from service.deps import require_api_key
 from service.errors import install_error_handlers
+from service.limits import RequestLimitMiddleware
 from service.logs import configure_logging, uvicorn_log_config
 from service.metrics import Metrics
 from service.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestContextMiddleware
+from service.protocol import HttpProtocol, protocol_class
 from service.registry import ModelError, Registry, load_registry
 from service.routes import admin, codes, demo, health, images, models, v2
 from service.routes import metrics as metrics_routes
@@ -53,6 +55,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     """Build the app; ``registry`` skips loading in the lifespan (``ae-serve`` loads it up front)."""
     settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level)
+    if settings.default_model:
+        logger.warning(
+            "AE_DEFAULT_MODEL is deprecated: set AE_DEFAULT_DENOISE_MODEL and AE_DEFAULT_CODE_MODEL"
+        )
     state = ServiceState(settings, Metrics())
 
     @asynccontextmanager
@@ -77,6 +83,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     # Added innermost first: the request context wraps everything, including 413s and CORS.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=state.metrics)
+    app.add_middleware(
+        RequestLimitMiddleware,
+        max_in_flight=settings.max_concurrent_requests,
+        body_timeout_s=settings.body_timeout_s,
+        metrics=state.metrics,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -147,7 +159,8 @@ def run(argv: list[str] | None = None) -> None:
     try:
         registry = load_registry(
             settings.models_dir,
-            settings.default_model,
+            settings.default_denoise_model,
+            settings.default_code_model,
             settings.device,
             settings.intra_op_threads,
             settings.inter_op_threads,
@@ -161,11 +174,17 @@ def run(argv: list[str] | None = None) -> None:
         "log_level": settings.log_level,
         "access_log": False,  # the request middleware logs one structured line per request
         "log_config": uvicorn_log_config(settings.log_level),
-        "timeout_graceful_shutdown": 30,
+        # Connection limits on purpose (docs/api.md, "Limits"); the header limits are in the protocol.
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings, registry), **common)  # type: ignore[arg-type]
+        http = protocol_class(settings)
+        uvicorn.run(create_app(settings, registry), http=http, **common)  # type: ignore[arg-type]
     else:
         # Each worker process loads its own models; the check above already proved they load.
+        # Workers are spawned: they import the protocol by name and read its limits from AE_*.
         del registry
-        uvicorn.run("service.main:app", workers=settings.workers, **common)  # type: ignore[arg-type]
+        http_name = f"{HttpProtocol.__module__}:{HttpProtocol.__qualname__}"
+        uvicorn.run("service.main:app", workers=settings.workers, http=http_name, **common)  # type: ignore[arg-type]

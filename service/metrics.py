@@ -36,7 +36,8 @@ class Metrics:
         )
         self.rejections = Counter(
             "ae_rejections_total",
-            "Requests refused before inference: queue_full, not_ready, body_too_large, unauthorized.",
+            "Requests refused before inference: queue_full, not_ready, body_too_large, unauthorized, "
+            "too_many_requests, body_timeout.",
             ["reason"],
             registry=r,
         )

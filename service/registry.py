@@ -72,15 +72,36 @@ class Model:
 
 
 class Registry:
-    """The loaded models by id, plus the default one; read-only once built."""
+    """The loaded models by id, plus the two defaults; read-only once built.
 
-    def __init__(self, models: dict[str, Model], default_model: str) -> None:
+    ``default_model`` is what ``/denoise`` gets when it names no model, ``default_code_model`` what
+    ``/encode`` and ``/decode`` get; the latter must have a code.
+    """
+
+    def __init__(
+        self, models: dict[str, Model], default_model: str, default_code_model: str | None = None
+    ) -> None:
+        loaded = ", ".join(models)
         if default_model not in models:
             raise ModelError(
-                f"AE_DEFAULT_MODEL={default_model!r} is not among the loaded models ({', '.join(models)})"
+                f"AE_DEFAULT_DENOISE_MODEL={default_model!r} is not among the loaded models ({loaded})"
             )
+        # Named explicitly, the code default must exist and have a code; unnamed, it is the
+        # /denoise default, and /encode and /decode answer 422 if that one has no code.
+        if default_code_model is not None:
+            if default_code_model not in models:
+                raise ModelError(
+                    f"AE_DEFAULT_CODE_MODEL={default_code_model!r} is not among the loaded models ({loaded})"
+                )
+            if not models[default_code_model].has_code:
+                with_codes = ", ".join(m.id for m in models.values() if m.has_code) or "none"
+                raise ModelError(
+                    f"AE_DEFAULT_CODE_MODEL={default_code_model!r} has no latent code (arch "
+                    f"{models[default_code_model].arch}); models with codes: {with_codes}"
+                )
         self._models = dict(sorted(models.items()))
         self.default_model = default_model
+        self.default_code_model = default_code_model or default_model
 
     def get(self, model_id: str | None = None) -> Model:
         """The model called ``model_id`` (the default when None); :class:`UnknownModel` otherwise."""
@@ -235,11 +256,15 @@ def load_model(
 def load_registry(
     models_dir: Path,
     default_model: str,
+    default_code_model: str | None = None,
     device: Device = "auto",
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
 ) -> Registry:
-    """Load every ``models_dir/<id>/`` (hidden entries, such as an export's temp dir, are skipped)."""
+    """Load every ``models_dir/<id>/`` (hidden entries, such as an export's temp dir, are skipped).
+
+    ``default_code_model`` defaults to ``default_model`` (see :class:`Registry`).
+    """
     if not models_dir.is_dir():
         raise ModelError(f"{models_dir}: models directory does not exist (set AE_MODELS_DIR)")
     dirs = sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
@@ -250,4 +275,4 @@ def load_registry(
         model = load_model(model_dir, device, intra_op_threads, inter_op_threads)
         models[model.id] = model
         logger.info("loaded model %s (%s) on %s", model.id, ", ".join(model.graphs), model.provider)
-    return Registry(models, default_model)
+    return Registry(models, default_model, default_code_model)

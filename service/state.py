@@ -113,7 +113,14 @@ class ServiceState:
 
     def _load(self) -> Registry:
         s = self.settings
-        return load_registry(s.models_dir, s.default_model, s.device, s.intra_op_threads, s.inter_op_threads)
+        return load_registry(
+            s.models_dir,
+            s.default_denoise_model,
+            s.default_code_model,
+            s.device,
+            s.intra_op_threads,
+            s.inter_op_threads,
+        )
 
     def _warm_up(self, registry: Registry) -> None:
         # Batch 1 initialises every kernel; a full batch as well would cost seconds of start-up on a

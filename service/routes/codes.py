@@ -15,7 +15,10 @@ from service.schemas import DecodeBatchRequest, DecodeRequest, ErrorResponse, Pi
 
 router = APIRouter(tags=["codes"])
 
-ModelQuery = Annotated[str | None, Query(description="model id, when the body names none")]
+ModelQuery = Annotated[
+    str | None,
+    Query(description="model id, when the body names none; AE_DEFAULT_CODE_MODEL when neither does"),
+]
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # 400: FastAPI's own answer to a body it cannot even read as text ("There was an error parsing the body").
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -56,7 +59,8 @@ def code_array(code: list[Any], model: Model, where: str = "code") -> np.ndarray
 async def decode(
     request: Request, body: DecodeRequest, state: ReadyState, model: ModelQuery = None
 ) -> Response:
-    chosen = model_with_code(state.registry, body.model or model)
+    registry = state.registry
+    chosen = model_with_code(registry, body.model or model or registry.default_code_model)
     codes = code_array(body.code, chosen)[None]
     images = await state.infer(chosen, DECODER, codes)
     return image_response(request, chosen, images[0])
@@ -69,7 +73,8 @@ async def decode(
     summary="The images several codes decode to; one per code, in order",
 )
 async def decode_batch(body: DecodeBatchRequest, state: ReadyState, model: ModelQuery = None) -> Response:
-    chosen = model_with_code(state.registry, body.model or model)
+    registry = state.registry
+    chosen = model_with_code(registry, body.model or model or registry.default_code_model)
     limit = state.settings.max_batch_items
     if len(body.codes) > limit:
         raise HTTPException(

@@ -35,7 +35,8 @@ _PARAMETERS: list[dict[str, Any]] = [
         "name": "model",
         "in": "query",
         "required": False,
-        "description": "model id (GET /models); the default model when absent",
+        "description": "model id (GET /models); when absent, AE_DEFAULT_DENOISE_MODEL for /denoise, "
+        "AE_DEFAULT_CODE_MODEL for /encode",
         "schema": {"type": "string"},
     },
     {
@@ -73,7 +74,11 @@ async def _images(
     """The checks and inputs every image route shares: key, readiness, model, decoded uploads."""
     state = work_state(request)
     model_id = request.query_params.get("model") or None
-    chosen = model_with_code(state.registry, model_id) if needs_code else state.registry.get(model_id)
+    registry = state.registry
+    if needs_code:
+        chosen = model_with_code(registry, model_id or registry.default_code_model)
+    else:
+        chosen = registry.get(model_id)
     resize, invert = _flag(request, "resize"), _flag(request, "invert")
     uploads = await read_uploads(request, state.settings, batch=batch)
     images = await decode_uploads(uploads, state.settings, resize=resize, invert=invert)

@@ -6,7 +6,10 @@ const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const padCtx = pad.getContext("2d", { willReadFrequently: true });
 let models = [];
+// The models a request that names none gets, as GET /models reports them (default_for).
+let defaults = { denoise: null, encode: null };
 let drawing = false;
+let codeShown = false; // once a code is drawn its caption names its model; until then it says what will come
 
 // ---- drawing pad -------------------------------------------------------------------------------
 
@@ -224,7 +227,8 @@ function colour(t) {
   return STOPS[i].map((c, k) => Math.round(c + f * (STOPS[i + 1][k] - c)));
 }
 
-function drawCode(code, shape) {
+// source: the card the code comes from; selected: the card chosen for /denoise.
+function drawCode(code, shape, source, selected) {
   // [C, H, W]: C tiles of H×W in a near-square grid; anything else: rows of 8.
   const [channels, h, w] = shape.length === 3 ? shape : [1, Math.ceil(code.length / 8), 8];
   const cols = Math.ceil(Math.sqrt(channels));
@@ -248,17 +252,44 @@ function drawCode(code, shape) {
   });
   ctx.putImageData(image, 0, 0);
   canvas.hidden = false;
+  codeShown = true;
   const size = shape.join("×");
-  canvas.setAttribute("aria-label", `Latent code heat map, shape ${size}`);
+  canvas.setAttribute("aria-label", `Latent code of ${source.id} heat map, shape ${size}`);
+  const why = source.id === selected.id
+    ? ""
+    : ` ${selected.id} (${selected.arch}) has no latent code, so this is the code of the /encode ` +
+      `default, ${source.id}.`;
   $("code-caption").textContent =
-    `Latent code: ${size} = ${code.length} numbers, from ${lo.toFixed(2)} (dark) to ${hi.toFixed(2)} (bright).`;
+    `Latent code of ${source.id} (${size}): ${code.length} numbers, ` +
+    `from ${lo.toFixed(2)} (dark) to ${hi.toFixed(2)} (bright).${why}`;
 }
 
 function noCode(model) {
   $("heatmap").hidden = true;
+  codeShown = false;
   $("code-caption").textContent =
-    `${model.id} (${model.arch}) has no latent code: it skips the bottleneck to keep fine detail, ` +
-    "so there is nothing to show. Choose another model to see a code.";
+    `${model.id} (${model.arch}) has no latent code, and the server reports no /encode default ` +
+    "to take one from. Choose a model with a code to see one.";
+}
+
+// The card whose code the page shows: the selected model's own, else the /encode default's.
+function codeSource(model) {
+  if (model.code_shape) return model;
+  return models.find((m) => m.id === defaults.encode && m.code_shape) || null;
+}
+
+function describeCode() {
+  const model = models.find((m) => m.id === $("model").value);
+  if (!model) return;
+  const source = codeSource(model);
+  if (!source) {
+    noCode(model);
+    return;
+  }
+  $("code-caption").textContent = source.id === model.id
+    ? `The latent code of ${source.id} (${source.code_shape.join("×")}) appears here as a heat map.`
+    : `${model.id} has no latent code; the code of ${source.id} (${source.code_shape.join("×")}), ` +
+      "the /encode default, appears here as a heat map.";
 }
 
 // ---- server ------------------------------------------------------------------------------------
@@ -301,16 +332,23 @@ async function loadModels() {
     return;
   }
   models = await response.json();
+  // default_for: the routes that get this model when a request names none.
+  const defaultOf = (route) => models.find((m) => (m.default_for || []).includes(route));
+  defaults = {
+    denoise: (defaultOf("denoise") || models[0] || {}).id || null,
+    encode: (defaultOf("encode") || {}).id || null,
+  };
   const select = $("model");
   select.replaceChildren(
     ...models.map((m) => {
       const code = m.code_shape ? `code ${m.code_shape.join("×")}` : "no code";
       const option = new Option(`${m.id} (${code})`, m.id);
-      option.selected = Boolean(m.default);
+      option.selected = m.id === defaults.denoise;
       return option;
     })
   );
   select.disabled = false;
+  describeCode();
 }
 
 async function run() {
@@ -328,13 +366,14 @@ async function run() {
   paint($("clean"), clean);
   paint($("noisy"), addNoise(clean, sigma, seed));
   const blob = await new Promise((resolve) => $("noisy").toBlob(resolve, "image/png"));
-  const query = `?model=${encodeURIComponent(model.id)}`;
+  const query = (m) => `?model=${encodeURIComponent(m.id)}`;
+  const source = codeSource(model);
   $("run").disabled = true;
   say(`Denoising with ${model.id}…`);
   try {
     const [denoised, encoded] = await Promise.all([
-      post(`/denoise${query}`, blob),
-      model.code_shape ? post(`/encode${query}`, blob) : Promise.resolve(null),
+      post(`/denoise${query(model)}`, blob),
+      source ? post(`/encode${query(source)}`, blob) : Promise.resolve(null),
     ]);
     const png = await denoised.response.blob();
     const img = $("denoised");
@@ -348,11 +387,12 @@ async function run() {
     img.alt = `Denoised by ${model.id} from noise level ${sigma.toFixed(2)}`;
     if (encoded) {
       const body = await encoded.response.json();
-      drawCode(body.code, body.shape);
+      drawCode(body.code, body.shape, source, model);
     } else {
       noCode(model);
     }
-    const timings = [["/denoise", denoised], ["/encode", encoded]].filter(([, r]) => r).map(([path, r]) => {
+    const calls = [[`/denoise (${model.id})`, denoised], [`/encode (${source && source.id})`, encoded]];
+    const timings = calls.filter(([, r]) => r).map(([path, r]) => {
       const server = serverMs(r.response);
       const trip = `round trip ${r.roundTrip.toFixed(1)} ms`;
       return server === null ? `${path}: ${trip}` : `${path}: server ${server.toFixed(1)} ms, ${trip}`;
@@ -362,7 +402,8 @@ async function run() {
     const took = server === null
       ? `${denoised.roundTrip.toFixed(1)} ms round trip`
       : `${server.toFixed(1)} ms on the server`;
-    say(`Denoised with ${model.id} at σ = ${sigma.toFixed(2)} (${took}).`);
+    const from = source && source.id !== model.id ? `; code from ${source.id}` : "";
+    say(`Denoised with ${model.id} at σ = ${sigma.toFixed(2)} (${took})${from}.`);
   } catch (error) {
     say(`Failed: ${error.message}`);
   } finally {
@@ -387,6 +428,9 @@ $("upload").addEventListener("change", (event) => {
   if (file) loadUpload(file);
 });
 $("run").addEventListener("click", run);
+$("model").addEventListener("change", () => {
+  if (!codeShown) describeCode();
+});
 
 clearPad();
 refreshInputs();

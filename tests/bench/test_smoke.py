@@ -50,6 +50,23 @@ def test_onnxruntime_alone_fills_its_table(tmp_path: Path) -> None:
     assert rows and all(value > 0 for value in _numbers(rows))
 
 
+def test_denoisers_compares_graphs_side_by_side(tmp_path: Path) -> None:
+    out = _run(
+        "denoisers",
+        "--models",
+        "mnist-unet",
+        "mnist-denoise",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.05",
+        json_out=tmp_path / "d.json",
+    )
+    assert "| mnist-unet | 68.3 |" in out  # the U-Net's multiply-adds, counted from the graph
+    results = json.loads((tmp_path / "d.json").read_text())["results"]
+    assert results["mnist-unet"]["ratio1"] == 1.0 and results["mnist-denoise"]["batch32"] > 0
+
+
 def test_throughput_measures_echo_denoise_and_efficiency(wrk: None, tmp_path: Path) -> None:
     out = _run(
         "throughput", "--concurrency", "8", "--seconds", "1", "--rounds", "1", json_out=tmp_path / "t.json"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from service.config import Settings
+from service.main import create_app
+from tests.conftest import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -38,9 +45,49 @@ READ_PIXELS = """(selector) => {
 }"""
 
 
-def pixels(page: Any, selector: str) -> np.ndarray:
-    found = page.evaluate(READ_PIXELS, selector)
-    return np.asarray(found["px"], dtype=np.uint8).reshape(found["h"], found["w"])
+def pixels(page: Any, selector: str, channels: int = 1) -> np.ndarray:
+    """Grey levels ``[h, w]`` (the red channel), or ``[h, w, 3]`` RGB with ``channels=3``."""
+    found = page.evaluate(
+        READ_PIXELS.replace("out.push(px[i])", "out.push(px[i], px[i + 1], px[i + 2])"), selector
+    )
+    rgb = np.asarray(found["px"], dtype=np.uint8).reshape(found["h"], found["w"], 3)
+    return rgb if channels == 3 else rgb[..., 0]
+
+
+# The page's colour map (demo.js, STOPS): dark blue → teal → yellow.
+STOPS = np.array([[13, 8, 135], [33, 145, 140], [253, 231, 37]], dtype=np.float64)
+
+
+def heat_map(code: list[float], shape: list[int]) -> np.ndarray:
+    """The RGB heat map demo.js draws for a code of shape [C, H, W]: C tiles on white, 1 px apart."""
+    channels, h, w = shape
+    cols = math.ceil(math.sqrt(channels))
+    rows = math.ceil(channels / cols)
+    values = np.asarray(code, dtype=np.float64).reshape(channels, h, w)
+    lo, hi = values.min(), values.max()
+    t = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    x = np.clip(t, 0, 1) * (len(STOPS) - 1)
+    i = np.minimum(len(STOPS) - 2, np.floor(x)).astype(int)
+    f = (x - i)[..., None]
+    colours = np.floor(STOPS[i] + f * (STOPS[i + 1] - STOPS[i]) + 0.5)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, 3), 255.0)
+    for c in range(channels):
+        y0, x0 = (c // cols) * (h + 1), (c % cols) * (w + 1)
+        out[y0 : y0 + h, x0 : x0 + w] = colours[c]
+    return out.astype(np.uint8)
+
+
+def cards(url: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{url}/models")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def default_for(url: str, route: str) -> dict[str, Any]:
+    """The card GET /models names as the default of ``route`` ("denoise" or "encode")."""
+    found = [card for card in cards(url) if route in card["default_for"]]
+    assert len(found) == 1, f"{len(found)} defaults for {route}"
+    return found[0]
 
 
 def open_demo(browser: Any, url: str, viewport: dict[str, int]) -> Any:
@@ -72,21 +119,60 @@ def denoise_and_wait(page: Any) -> None:
     page.wait_for_function("document.querySelector('#status').textContent.startsWith('Denoised with')")
 
 
+def noisy_png(page: Any) -> bytes:
+    data_url = page.evaluate("document.querySelector('#noisy').toDataURL('image/png')")
+    return base64.b64decode(data_url.split(",", 1)[1])
+
+
 def server_denoise(url: str, page: Any, model: str) -> np.ndarray:
     """What the server returns for the noisy PNG the page shows, as grey levels."""
-    data_url = page.evaluate("document.querySelector('#noisy').toDataURL('image/png')")
-    png = base64.b64decode(data_url.split(",", 1)[1])
     response = httpx.post(
-        f"{url}/denoise", params={"model": model}, content=png, headers={"Content-Type": "image/png"}
+        f"{url}/denoise",
+        params={"model": model},
+        content=noisy_png(page),
+        headers={"Content-Type": "image/png"},
     )
     assert response.status_code == 200, response.text
     return np.asarray(Image.open(io.BytesIO(response.content)).convert("L"))
 
 
-def test_drawn_digit_is_denoised_and_encoded(browser: Any, live_server: str) -> None:
+def server_encode(url: str, page: Any, model: str) -> dict[str, Any]:
+    """The code the server computes with ``model`` for the noisy PNG the page shows."""
+    response = httpx.post(
+        f"{url}/encode",
+        params={"model": model},
+        content=noisy_png(page),
+        headers={"Content-Type": "image/png"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def assert_code_from(url: str, page: Any, model: dict[str, Any]) -> None:
+    """The code panel shows ``model``'s code of the noisy input: its caption and every heat-map cell."""
+    assert page.locator("#heatmap").is_visible(), "no code shown"
+    caption = page.locator("#code-caption").inner_text()
+    size = "×".join(map(str, model["code_shape"]))
+    assert f"Latent code of {model['id']} ({size})" in caption, caption
+    expected = server_encode(url, page, model["id"])
+    assert expected["model"] == model["id"]
+    assert f"from {min(expected['code']):.2f} (dark) to {max(expected['code']):.2f} (bright)" in caption, (
+        caption
+    )
+    shown = pixels(page, "#heatmap", channels=3).astype(int)
+    drawn = heat_map(expected["code"], expected["shape"]).astype(int)
+    assert shown.shape == drawn.shape, f"heat map {shown.shape}, expected {drawn.shape}"
+    assert np.abs(shown - drawn).max() <= 1, "the heat map is not this model's code of the noisy input"
+
+
+def test_defaults_denoise_and_show_a_code(browser: Any, live_server: str) -> None:
+    """With the service's defaults: the /denoise default denoises, and a code is always shown."""
+    denoiser = default_for(live_server, "denoise")
+    coder = default_for(live_server, "encode")
+    assert coder["code_shape"], f"the /encode default {coder['id']} has no code"
     page = open_demo(browser, live_server, DESKTOP)
     model = page.locator("#model").input_value()
-    assert model, "the model list is empty"
+    assert model == denoiser["id"], "the page does not preselect the /denoise default"
     draw_two(page)
     clean = pixels(page, "#clean")
     assert clean.max() > 200 and (clean > 100).mean() > 0.05, "the stroke did not reach the 28×28 input"
@@ -102,35 +188,79 @@ def test_drawn_digit_is_denoised_and_encoded(browser: Any, live_server: str) -> 
     assert np.abs(shown.astype(int) - expected).max() <= 1
     assert shown.max() > 50, "the denoised image is black"
 
-    heat = page.locator("#heatmap")
-    assert heat.is_visible()
-    code = pixels(page, "#heatmap")
-    assert code.size > 1 and code.std() > 0, "the heat map is blank"
-    assert re.search(r"Latent code: [\d×]+ = \d+ numbers", page.locator("#code-caption").inner_text())
-    assert re.search(r"\d+\.\d ms", page.locator("#timing").inner_text())
+    # The code comes from the denoiser when it has one, else from the /encode default, and says so.
+    source = denoiser if denoiser["code_shape"] else coder
+    assert_code_from(live_server, page, source)
+    if source is coder:
+        assert (
+            f"{denoiser['id']} ({denoiser['arch']}) has no latent code"
+            in page.locator("#code-caption").inner_text()
+        )
+        assert page.locator("#status").inner_text().endswith(f"code from {coder['id']}.")
+    timing = page.locator("#timing").inner_text()
+    assert f"/denoise ({denoiser['id']})" in timing and f"/encode ({source['id']})" in timing, timing
+    assert re.search(r"\d+\.\d ms", timing)
     if os.environ.get("DEMO_SCREENSHOT") == "1":
         page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert page.errors == []
     page.close()
 
 
-def test_model_without_code_shows_a_note_and_keyboard_drives_the_page(browser: Any, live_server: str) -> None:
+def test_model_with_a_code_shows_its_own_and_keyboard_drives_the_page(browser: Any, live_server: str) -> None:
+    coder = default_for(live_server, "encode")
+    others = [card for card in cards(live_server) if card["code_shape"] and card["id"] != coder["id"]]
+    assert others, "no model with a code besides the /encode default"
+    chosen = others[0]
     page = open_demo(browser, live_server, DESKTOP)
-    unet = [
-        v for v in page.locator("#model option").evaluate_all("os => os.map(o => o.value)") if "unet" in v
-    ]
-    assert unet, "no unet model among the options"
-    page.get_by_label("Model").select_option(unet[0])
+    page.get_by_label("Model").select_option(chosen["id"])
+    assert f"code of {chosen['id']}" in page.locator("#code-caption").inner_text()
     page.get_by_role("button", name="Draw a sample digit").focus()
     page.keyboard.press("Enter")
     page.get_by_role("button", name="Denoise").focus()
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('#status').textContent.startsWith('Denoised with')")
-    assert "has no latent code" in page.locator("#code-caption").inner_text()
-    assert not page.locator("#heatmap").is_visible()
+    assert_code_from(live_server, page, chosen)
+    assert "has no latent code" not in page.locator("#code-caption").inner_text()
+    assert "code from" not in page.locator("#status").inner_text()
     assert (
-        np.abs(pixels(page, "#denoised").astype(int) - server_denoise(live_server, page, unet[0])).max() <= 1
+        np.abs(pixels(page, "#denoised").astype(int) - server_denoise(live_server, page, chosen["id"])).max()
+        <= 1
     )
+    assert page.errors == []
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def other_defaults(models_dir: Path) -> Iterator[str]:
+    """The app with both defaults moved to other shipped models: a codeless denoiser, another coder."""
+    shipped = Settings(models_dir=models_dir)
+    found = [json.loads(path.read_text()) for path in sorted(models_dir.glob("*/card.json"))]
+    codeless = [
+        c["id"] for c in found if not c.get("code_shape") and c["id"] != shipped.default_denoise_model
+    ]
+    coders = [c["id"] for c in found if c.get("code_shape") and c["id"] != shipped.default_code_model]
+    assert codeless and coders, "models/ needs another codeless model and another model with a code"
+    settings = Settings(
+        models_dir=models_dir,
+        log_level="warning",
+        default_denoise_model=codeless[0],
+        default_code_model=coders[0],
+    )
+    with serve_in_thread(create_app(settings)) as (host, port):
+        yield f"http://{host}:{port}"
+
+
+def test_page_follows_the_defaults_the_server_reports(browser: Any, other_defaults: str) -> None:
+    denoiser = default_for(other_defaults, "denoise")
+    coder = default_for(other_defaults, "encode")
+    page = open_demo(browser, other_defaults, DESKTOP)
+    assert page.locator("#model").input_value() == denoiser["id"]
+    assert f"code of {coder['id']}" in page.locator("#code-caption").inner_text()
+    page.get_by_role("button", name="Draw a sample digit").click()
+    denoise_and_wait(page)
+    expected = server_denoise(other_defaults, page, denoiser["id"])
+    assert np.abs(pixels(page, "#denoised").astype(int) - expected).max() <= 1
+    assert_code_from(other_defaults, page, coder)
     assert page.errors == []
     page.close()
 
@@ -153,6 +283,7 @@ def test_uploaded_image_is_denoised_at_phone_width(
     assert np.corrcoef(clean.ravel(), mnist_test_images[0].ravel())[0, 1] > 0.6
     denoise_and_wait(page)
     assert pixels(page, "#denoised").shape == (28, 28)
+    assert page.locator("#heatmap").is_visible(), "no code shown with the defaults"
     # Nothing wider than the phone: no sideways scrolling.
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert page.locator("#denoised").bounding_box()["width"] > 60, "the result is too small to see"

@@ -28,7 +28,7 @@ from training.data import add_noise, load_mnist5k
 # suite-wide per-test timeout does not allow for.
 pytestmark = [pytest.mark.container, pytest.mark.timeout(UP_TIMEOUT_S + 300)]
 
-MODEL = "mnist-denoise"  # the service's default model
+MODEL = "mnist-denoise"  # the service's default for /encode and /decode (AE_DEFAULT_CODE_MODEL)
 NOISE = 0.3
 IMAGE_LIMIT_BYTES = 400_000_000  # the deployment target: runtime image under 400 MB
 
@@ -216,7 +216,11 @@ def test_models_volume_override_serves_the_mounted_models(
     mounted.chmod(0o755)
     (mounted / MODEL).chmod(0o755)
     stack = compose_up(
-        services=["api"], AE_MODELS_HOST_DIR=str(mounted), extra_files=["deploy/compose/models-volume.yml"]
+        services=["api"],
+        AE_MODELS_HOST_DIR=str(mounted),
+        # The /denoise default (a unet) is not among the mounted models: name the one that is.
+        AE_DEFAULT_DENOISE_MODEL=MODEL,
+        extra_files=["deploy/compose/models-volume.yml"],
     )
     listed = httpx.get(f"{stack.url('api', 8000)}/models", timeout=10).json()
     assert [card["id"] for card in listed] == [MODEL]

@@ -13,9 +13,20 @@ from service.config import Settings
 def test_defaults_serve_the_checkout_models(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AE_MODELS_DIR", "AE_DEFAULT_MODEL", "AE_DEVICE", "AE_API_KEY", "AE_CORS_ORIGINS"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("AE_DEFAULT_DENOISE_MODEL", "AE_DEFAULT_CODE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
     s = Settings()
     assert s.models_dir == Path(__file__).resolve().parents[2] / "models"
-    assert (s.default_model, s.device, s.api_key, s.cors_origins) == ("mnist-denoise", "auto", None, [])
+    assert (s.default_denoise_model, s.default_code_model) == ("mnist-unet", "mnist-denoise")
+    assert (s.device, s.api_key, s.cors_origins) == ("auto", None, [])
+
+
+def test_the_old_single_default_still_sets_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_DEFAULT_MODEL", "mnist-conv")
+    monkeypatch.delenv("AE_DEFAULT_DENOISE_MODEL", raising=False)
+    monkeypatch.setenv("AE_DEFAULT_CODE_MODEL", "mnist-dense")
+    s = Settings()
+    assert (s.default_denoise_model, s.default_code_model) == ("mnist-conv", "mnist-dense")
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -52,7 +63,7 @@ def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> No
     for name in ("AE_API_KEY", "AE_MAX_BATCH_SIZE", "AE_DEFAULT_MODEL"):
         monkeypatch.setenv(name, "")  # as compose passes an unset variable
     s = Settings()
-    assert (s.api_key, s.max_batch_size, s.default_model) == (None, 32, "mnist-denoise")
+    assert (s.api_key, s.max_batch_size, s.default_denoise_model) == (None, 32, "mnist-unet")
 
 
 @pytest.mark.parametrize(
@@ -63,3 +74,24 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, 
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.removeprefix("AE_").lower()):
         Settings()
+
+
+def test_a_required_api_key_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AE_REQUIRE_API_KEY", "true")
+    monkeypatch.setenv("AE_API_KEY", "")  # as a Secret with an empty value
+    with pytest.raises(ValidationError, match="AE_REQUIRE_API_KEY is set but AE_API_KEY is unset or empty"):
+        Settings()
+    monkeypatch.setenv("AE_API_KEY", "k-1")
+    assert Settings().require_api_key
+
+
+def test_connection_limits_have_their_documented_defaults() -> None:
+    s = Settings()
+    assert (s.body_timeout_s, s.header_timeout_s, s.keep_alive_timeout_s, s.shutdown_timeout_s) == (
+        10,
+        10,
+        5,
+        30,
+    )
+    assert (s.max_header_bytes, s.max_headers) == (16 * 1024, 100)
+    assert (s.max_concurrent_requests, s.max_connections) == (256, 1024)

@@ -68,8 +68,22 @@ def test_unknown_model_lists_the_known_ones(one_model: tuple[Path, Path]) -> Non
 
 
 def test_default_model_must_exist(one_model: tuple[Path, Path]) -> None:
-    with pytest.raises(ModelError, match="AE_DEFAULT_MODEL='absent'"):
+    with pytest.raises(ModelError, match="AE_DEFAULT_DENOISE_MODEL='absent'"):
         load_registry(one_model[0], default_model="absent", device="cpu")
+
+
+def test_default_code_model_must_exist_and_have_a_code(models_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    for name in ("mnist-denoise", "mnist-unet"):
+        shutil.copytree(models_dir / name, root / name)
+    with pytest.raises(ModelError, match="AE_DEFAULT_CODE_MODEL='absent' is not among"):
+        load_registry(root, "mnist-unet", "absent", device="cpu")
+    with pytest.raises(
+        ModelError, match=r"AE_DEFAULT_CODE_MODEL='mnist-unet' has no latent code .*: mnist-denoise$"
+    ):
+        load_registry(root, "mnist-unet", "mnist-unet", device="cpu")
+    registry = load_registry(root, "mnist-unet", "mnist-denoise", device="cpu")
+    assert (registry.get().id, registry.default_code_model) == ("mnist-unet", "mnist-denoise")
 
 
 def test_missing_models_dir_is_named(tmp_path: Path) -> None:

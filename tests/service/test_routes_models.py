@@ -20,12 +20,17 @@ def test_models_lists_every_shipped_card(client: TestClient, models_dir: Path) -
         for key, value in shipped[card["id"]].items():
             assert card[key] == value
         assert card["provider"] == "CPUExecutionProvider"
-        assert card["default"] == (card["id"] == "mnist-denoise")
+        # /denoise defaults to the best denoiser, /encode and /decode to the blind autoencoder.
+        assert card["default"] == (card["id"] == "mnist-unet")
+        assert card["default_for"] == {"mnist-unet": ["denoise"], "mnist-denoise": ["encode", "decode"]}.get(
+            card["id"], []
+        )
 
 
 def test_one_model_by_id(client: TestClient) -> None:
-    card = client.get("/models/mnist-unet").json()
-    assert card["id"] == "mnist-unet" and card["code_shape"] is None and card["default"] is False
+    card = client.get("/models/mnist-conv").json()
+    assert card["id"] == "mnist-conv" and card["code_shape"] == [8, 4, 4]
+    assert card["default"] is False and card["default_for"] == []
 
 
 def test_unknown_model_is_404(client: TestClient) -> None:

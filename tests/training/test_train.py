@@ -116,7 +116,7 @@ def test_lesson_flag_selects_the_lessons_recipe() -> None:
 
 
 def test_shipped_denoisers_train_blind_over_the_protocol_range() -> None:
-    for arch in ("denoise", "unet"):
+    for arch in ("denoise", "unet", "s2d"):
         cfg = default_config(arch, "mnist5k", lesson=False)  # type: ignore[arg-type]
         assert (cfg.noise_min, cfg.noise_max) == (0.0, 0.6)
 
@@ -129,6 +129,27 @@ def test_corrupt_draws_one_level_per_image_and_clips() -> None:
     spread = (noisy - x).std(dim=(1, 2, 3))
     assert float(spread.min()) < 0.1 < 0.3 < float(spread.max())
     assert torch.equal(corrupt(x, TrainConfig(noise_min=0.0, noise_max=0.0), gen), x)
+
+
+def test_low_noise_fraction_moves_that_share_of_levels_into_the_light_range() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((4000, 1, 28, 28), 0.5)  # mid-grey: clipping never bites below s ~ 0.15
+    cfg = TrainConfig(noise_min=0.0, noise_max=0.6, low_noise_fraction=0.5, low_noise_max=0.1)
+    spread = (corrupt(x, cfg, gen) - x).std(dim=(1, 2, 3))
+    # Uniform on [0, 0.6] puts 1/6 of the levels below 0.1; half from [0, 0.1] adds 1/2 of 5/6 more.
+    light = float((spread < 0.1).float().mean())
+    assert 0.5 + 0.5 / 6 - 0.04 < light < 0.5 + 0.5 / 6 + 0.04
+
+
+def test_training_exports_the_epoch_with_the_best_validation_score(tmp_path: Path) -> None:
+    cfg = replace(TINY, epochs=3)
+    summary = train(cfg, preset("denoise"), None, tmp_path / "c.pt", progress=False)
+    history = summary["val_history"]
+    assert len(history) == 3 and set(history[0]) == {"0.05", "0.1", "0.3", "0.6"}
+    means = [np.mean(list(h.values())) for h in history]
+    assert summary["selected_epoch"] == int(np.argmax(means)) + 1
+    assert summary["val_psnr"] == history[summary["selected_epoch"] - 1]
+    assert summary["split"]["validation"] == 500 and summary["split"]["train"] == 3500
 
 
 def test_random_shift_translates_without_changing_content() -> None:
