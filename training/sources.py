@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,32 +92,31 @@ class _Bad:
         return f"{len(self.items)} of {total} files are not usable images: {shown}{more}"
 
 
-def _open_files(files: list[Path], root: Path, bad: _Bad) -> list[tuple[Path, Image.Image]]:
-    opened = []
+class _Unusable(Exception):
+    """One file that cannot be a training image; the message says why."""
+
+
+def _decode_file(path: Path, invert: bool) -> np.ndarray:
+    try:
+        image = open_image(path.read_bytes(), MAX_PIXELS)
+        if min(image.size) < MIN_SIDE:
+            raise _Unusable(f"{image.width}×{image.height} is smaller than {MIN_SIDE}×{MIN_SIDE}")
+        return convert(image, invert=invert)
+    except OSError as exc:
+        raise _Unusable(f"cannot read: {exc.strerror or exc}") from None
+    except ImageError as exc:
+        raise _Unusable(str(exc)) from None
+
+
+def _decode_files(files: list[Path], invert: bool, bad: _Bad | None) -> tuple[list[Path], list[np.ndarray]]:
+    """Decode ``files``; the unusable ones go to ``bad`` (or raise when ``bad`` is None)."""
+    paths, arrays = [], []
     for path in files:
         try:
-            image = open_image(path.read_bytes(), MAX_PIXELS)
-        except OSError as exc:
-            bad.add(path, f"cannot read: {exc.strerror or exc}")
-            continue
-        except ImageError as exc:
-            bad.add(path, str(exc))
-            continue
-        if min(image.size) < MIN_SIDE:
-            bad.add(path, f"{image.width}×{image.height} is smaller than {MIN_SIDE}×{MIN_SIDE}")
-            continue
-        opened.append((path, image))
-    return opened
-
-
-def _decode_all(
-    opened: list[tuple[Path, Image.Image]], invert: bool, bad: _Bad
-) -> tuple[list[Path], list[np.ndarray]]:
-    paths, arrays = [], []
-    for path, image in opened:
-        try:
-            arrays.append(convert(image, invert=invert))
-        except ImageError as exc:
+            arrays.append(_decode_file(path, invert))
+        except _Unusable as exc:
+            if bad is None:
+                raise DataError(f"{path}: {exc}") from None
             bad.add(path, str(exc))
             continue
         paths.append(path)
@@ -145,18 +144,18 @@ def load_folder(root: Path, *, skip_bad: bool = False, invert: str = "auto") -> 
             f"{root}: no files (expected PNG, JPEG, BMP, TIFF or WebP images, in sub-folders or not)"
         )
     bad = _Bad(root)
-    opened = {k: _open_files(v, root, bad) for k, v in groups.items()}
-    # Decide the polarity on the images without inversion, then decode once more if inverted
-    # (inversion composites transparency onto white first, as the service does).
-    sample = [convert(image, invert=False) for _, image in opened["train"][:500]]
-    flip = _decide_invert(sample, invert) if sample else False
-    decoded = {k: _decode_all(v, flip, bad) for k, v in opened.items()}
+    # Decode as is; dark-on-light sets are decoded once more with invert=True, which composites
+    # transparency onto white before inverting, as the service does (re-read: nothing big is kept).
+    decoded = {k: _decode_files(v, False, bad) for k, v in groups.items()}
     if bad.items and not skip_bad:
         raise DataError(f"{root}: {bad.message(total)}; fix or remove them, or pass --skip-bad")
-    arrays = {k: (np.stack(v[1]) if v[1] else np.zeros((0, 28, 28), np.float32)) for k, v in decoded.items()}
-    for key, paths in ((k, v[0]) for k, v in decoded.items()):
+    for key, (paths, _) in decoded.items():
         if not paths:
             raise DataError(f"{root}: no usable image in {'the ' + key + '/ folder' if has_splits else 'it'}")
+    flip = _decide_invert(decoded["train"][1], invert)
+    if flip:
+        decoded = {k: _decode_files(paths, True, None) for k, (paths, _) in decoded.items()}
+    arrays = {k: np.stack(v[1]).astype(np.float32) for k, v in decoded.items()}
     facts = {
         "source": f"folder {root.resolve()}",
         "files": total,
@@ -179,10 +178,7 @@ def _array_images(array: np.ndarray, where: str, invert: str) -> tuple[np.ndarra
     h, w = array.shape[1:]
     if min(h, w) < MIN_SIDE:
         raise DataError(f"{where}: images are {w}×{h}, smaller than {MIN_SIDE}×{MIN_SIDE}")
-    to_image: Callable[[np.ndarray], Image.Image]
-    if array.dtype == np.uint8:
-        to_image = Image.fromarray
-    elif np.issubdtype(array.dtype, np.floating):
+    if array.dtype != np.uint8 and np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise DataError(f"{where}: the array holds NaN or infinite values")
         lo, hi = float(array.min()), float(array.max())
@@ -191,15 +187,14 @@ def _array_images(array: np.ndarray, where: str, invert: str) -> tuple[np.ndarra
                 f"{where}: float images must lie in [0, 1], these span [{lo:g}, {hi:g}] "
                 "(scale them, or pass uint8)"
             )
-        array = array.astype(np.float32)
-        to_image = lambda a: Image.fromarray(a, mode="F")  # noqa: E731
-    else:
+        array = array.astype(np.float32)  # Pillow mode "F": read as [0, 1] by the conversion
+    elif array.dtype != np.uint8:
         raise DataError(
             f"{where}: dtype {array.dtype} is not supported; use uint8 (0-255) or float in [0, 1]"
         )
-    plain = [convert(to_image(a), invert=False) for a in array]
-    flip = _decide_invert(plain[:500], invert)
-    images = [convert(to_image(a), invert=True) for a in array] if flip else plain
+    plain = [convert(Image.fromarray(a), invert=False) for a in array]
+    flip = _decide_invert(plain, invert)
+    images = [convert(Image.fromarray(a), invert=True) for a in array] if flip else plain
     return np.stack(images).astype(np.float32), flip
 
 
