@@ -217,8 +217,18 @@ def load_mnist5k() -> Split:
     )
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Split:
-    """Load a data set by name: ``mnist5k`` (offline), ``mnist`` (needs ``data_dir``) or ``fashion``."""
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, *, skip_bad: bool = False, invert: str = "auto"
+) -> Split:
+    """Load a data set by name: ``mnist5k`` (offline), ``mnist`` (needs ``data_dir``) or ``fashion``.
+
+    ``folder:PATH``, ``npz:PATH`` and ``npy:PATH`` are a user's own images (training/sources.py;
+    ``skip_bad`` and ``invert`` apply to them only).
+    """
+    if ":" in name:
+        from training.sources import load_source  # imports the service's image decoding
+
+        return load_source(name, skip_bad=skip_bad, invert=invert)
     if name == "mnist5k":
         return load_mnist5k()
     if name == "fashion":

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from training import report
+from training import noise_report, report
 from training.baselines import (
     BM3D_TEST_IMAGES,
     DEFAULT_TEST_LIMIT,
@@ -289,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="where --all looks")
     parser.add_argument("--data-dir", help="IDX directory for the mnist data set (fashion has a default)")
     parser.add_argument(
+        "--data",
+        help="own images (folder:, npz:, npy:): where they are now, when not where the card says",
+    )
+    parser.add_argument(
         "--test-limit",
         type=int,
         help="score the first N test images (default: all of mnist5k, the first 2000 of fashion/mnist)",
@@ -298,6 +302,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=Path,
         default=EVALUATION_DIR,
         help="holds baselines-<dataset>.json and lesson-<dataset>/autoencoder.onnx",
+    )
+    parser.add_argument(
+        "--tune-images",
+        type=int,
+        default=noise_report.TUNE_IMAGES,
+        help="other noises and own data: validation images the classical methods are tuned on",
     )
     parser.add_argument("--recompute-baselines", action="store_true", help="rebuild the baseline cache")
     parser.add_argument("--workers", type=int, default=2, choices=(1, 2), help="processes for BM3D")
@@ -309,7 +319,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not dirs:
         raise SystemExit(f"no model directories with a card.json under {args.models_dir}")
     try:
-        results = [evaluate_model(ctx, d) for d in dirs]
+        results = []
+        for d in dirs:
+            card = read_card(d)
+            if noise_report.uses_noise_report(card):
+                # Other noises and own data: scored per noise kind (training/noise_report.py); these
+                # models are left out of the Gaussian-only --summary.
+                noise_report.evaluate_noise_model(
+                    d,
+                    card,
+                    data=args.data,
+                    data_dir=args.data_dir,
+                    test_limit=args.test_limit,
+                    evaluation_dir=args.evaluation_dir,
+                    tune_images=args.tune_images,
+                )
+            else:
+                results.append(evaluate_model(ctx, d))
     except (EvaluationError, DataError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     if args.summary:

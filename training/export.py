@@ -173,7 +173,8 @@ def export_model(
     Raises ExportError, leaving `out_dir` untouched, when a graph fails the parity check.
     """
     cfg = model.config
-    model_id = model_id or model_id_for(dataset, cfg.arch)
+    # Own data (folder:, npz:, npy:) has no family name: the model is called after its directory.
+    model_id = model_id or (out_dir.name if ":" in dataset else model_id_for(dataset, cfg.arch))
     code_shape = list(cfg.code_shape) if cfg.code_shape is not None else None
     metadata = {
         "model_id": model_id,
@@ -323,6 +324,13 @@ def _training_summary(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _noise(train_cfg: dict[str, Any]) -> dict[str, object]:
+    from training.noise import card_entry
+
+    noise = train_cfg.get("noise", "gaussian")
+    return card_entry(noise, train_cfg.get("noise_min", 0.0), train_cfg.get("noise_max", 0.6))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
@@ -361,7 +369,10 @@ def main(argv: list[str] | None = None) -> None:
         model_id=args.model_id,
         train_config=train_cfg,
         seed=train_cfg.get("seed"),
-        extra={"training": _training_summary(state)} if "history" in state else None,
+        extra={
+            **({"training": _training_summary(state)} if "history" in state else {}),
+            **({"noise": _noise(train_cfg)} if train_cfg else {}),
+        },
         autoencoder_only=args.autoencoder_only,
     )
     record_code_range(args.out, load_dataset(train_cfg.get("data", "mnist5k"), args.data_dir).train_x)

@@ -29,11 +29,14 @@ from torch import Tensor
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from training import noise as noise_models
+from training.board import Board, BoardError
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import DATASETS, VAL_NOISE_SEED, DataError, add_noise, load_dataset
-from training.export import export_model, model_id_for, record_code_range
+from training.export import ExportError, export_model, model_id_for, record_code_range
 from training.metrics import psnr
 from training.models import ARCHS, CODELESS, Arch, Model, ModelConfig, build_model, preset
+from training.sources import is_source, source_id
 
 log = logging.getLogger("training.train")
 
@@ -59,7 +62,9 @@ class TrainConfig:
     loss: Loss = "mse"
     # Adds ssim_weight * (1 - SSIM) to the loss (SSIM as the evaluation computes it).
     ssim_weight: float = 0.0
-    # Per-image noise level s ~ U[noise_min, noise_max]; equal bounds give a single level.
+    # Noise model (training/noise.py) and its per-image level ~ U[noise_min, noise_max] (poisson:
+    # log-uniform); equal bounds give a single level. `mixed` uses each kind's default range.
+    noise: str = "gaussian"
     noise_min: float = 0.0
     noise_max: float = 0.6
     # This fraction of the images draws s ~ U[noise_min, low_noise_max] instead: more practice at
@@ -72,6 +77,10 @@ class TrainConfig:
     seed: int = 0
     # Use only the first n training images (None: all); for smoke tests.
     train_limit: int | None = None
+    # Own images (folder:, npz:, npy:): skip unusable files instead of failing; polarity
+    # (auto: invert when most images are dark on light, as the service's invert=true does).
+    skip_bad: bool = False
+    invert: Literal["auto", "yes", "no"] = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,13 +146,20 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
     }[model_cfg.arch]
     shape = model_cfg.code_shape
     code = f" with a {'x'.join(map(str, shape))} code ({math.prod(shape)} numbers)" if shape else ""
-    if cfg.noise_max == 0:
+    if cfg.noise != "gaussian":
+        noise = noise_models.describe(cfg.noise, cfg.noise_min, cfg.noise_max) + " noise (blind)"
+    elif cfg.noise_max == 0:
         noise = "clean images"
     elif cfg.noise_min == cfg.noise_max:
         noise = f"noise level {cfg.noise_max} only"
     else:
         noise = f"noise levels s ~ U[{cfg.noise_min}, {cfg.noise_max}] (blind)"
     return f"{kind}{code}, trained on {cfg.data} with {noise}, {cfg.epochs} epochs."
+
+
+def noise_card(cfg: TrainConfig) -> dict[str, Any]:
+    """The card's ``noise``: what the model was made for (GET /models shows it)."""
+    return noise_models.card_entry(cfg.noise, cfg.noise_min, cfg.noise_max)
 
 
 def random_shift(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
@@ -158,14 +174,16 @@ def random_shift(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
 
 
 def corrupt(x: Tensor, cfg: TrainConfig, gen: torch.Generator) -> Tensor:
-    """clip(x + s * N(0, 1), 0, 1) with s drawn per image, as in the evaluation protocol."""
+    """The run's noise with a level drawn per image (gaussian: clip(x + s * N(0, 1), 0, 1))."""
+    if cfg.noise != "gaussian":
+        return noise_models.corrupt(x, cfg.noise, cfg.noise_min, cfg.noise_max, gen)
     u = torch.rand(x.shape[0], 1, 1, 1, generator=gen)
     top = torch.full_like(u, cfg.noise_max)
     if cfg.low_noise_fraction:
         low = torch.rand(x.shape[0], 1, 1, 1, generator=gen) < cfg.low_noise_fraction
         top = torch.where(low, torch.full_like(u, min(cfg.low_noise_max, cfg.noise_max)), top)
     s = cfg.noise_min + (top - cfg.noise_min) * u
-    return torch.clamp(x + s * torch.randn(x.shape, generator=gen), 0.0, 1.0)
+    return noise_models.apply_torch("gaussian", x, s, gen)
 
 
 def ssim(x: Tensor, y: Tensor) -> Tensor:
@@ -261,19 +279,34 @@ def train_epoch(
     return total / count
 
 
-def validate(model: Model, val_x: np.ndarray, limit: int = 2000) -> dict[str, float]:
-    """Mean validation PSNR at VAL_LEVELS, noise from a fresh default_rng(VAL_NOISE_SEED) per level.
+def _val_inputs(noise: str) -> list[tuple[str, noise_models.Kind, float]]:
+    """(key, kind, level) of the validation check: VAL_LEVELS for gaussian, each kind's own otherwise."""
+    if noise == "gaussian":
+        return [(str(s), "gaussian", s) for s in VAL_LEVELS]
+    return [
+        (f"{kind} {noise_models.SPECS[kind].level_name}={level:g}", kind, level)
+        for kind in noise_models.kinds_of(noise)
+        for level in noise_models.SPECS[kind].val_levels
+    ]
 
+
+def validate(model: Model, val_x: np.ndarray, limit: int = 2000, noise: str = "gaussian") -> dict[str, float]:
+    """Mean validation PSNR per level, noise from a fresh default_rng(VAL_NOISE_SEED) per level.
+
+    Gaussian runs check VAL_LEVELS; other noises a few levels of each kind they train for.
     Validation only: the test split and its noise seed are the final evaluation's alone.
     """
     model.eval()
     clean = val_x[:limit]
     result: dict[str, float] = {}
     with torch.no_grad():
-        for s in VAL_LEVELS:
-            noisy = add_noise(clean, s, np.random.default_rng(VAL_NOISE_SEED))
+        for key, kind, level in _val_inputs(noise):
+            if kind == "gaussian":
+                noisy = add_noise(clean, level, np.random.default_rng(VAL_NOISE_SEED))
+            else:
+                noisy = noise_models.noisy_numpy(kind, clean, level, VAL_NOISE_SEED)
             out = model(torch.from_numpy(noisy)[:, None]).numpy()[:, 0]
-            result[str(s)] = round(float(psnr(clean, out).mean()), 3)
+            result[key] = round(float(psnr(clean, out).mean()), 3)
     return result
 
 
@@ -295,6 +328,7 @@ def train(
     model_id: str | None = None,
     progress: bool = True,
     evaluate: bool = True,
+    tensorboard: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a run, checkpointing after each epoch; export to `out` when it completes.
 
@@ -304,7 +338,7 @@ def train(
     mean validation PSNR (without it, the last epoch).
     Returns the final checkpoint state's summary (loss history, validation history, timings).
     """
-    split = load_dataset(cfg.data, data_dir)
+    split = load_dataset(cfg.data, data_dir, skip_bad=cfg.skip_bad, invert=cfg.invert)
     val_limit = 16 if dry_run else 2000
     train_x = split.train_x if cfg.train_limit is None else split.train_x[: cfg.train_limit]
     images = torch.from_numpy(np.ascontiguousarray(train_x))[:, None]
@@ -347,14 +381,16 @@ def train(
         mininterval=1.0 if sys.stderr.isatty() else 30.0,
         file=sys.stderr,
     )
+    board = Board(tensorboard, split.val_x, cfg.noise) if tensorboard is not None else None
     for epoch in range(start_epoch, last_epoch):
         t0 = time.perf_counter()
         loss = train_epoch(model, images, cfg, optimizer, scheduler, gen, bar, 1 if dry_run else None)
         elapsed += time.perf_counter() - t0
         history.append(loss)
         line = f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.5f} lr {scheduler.get_last_lr()[0]:.2e}"
+        scores = None
         if evaluate:
-            scores = validate(model, split.val_x, limit=val_limit)
+            scores = validate(model, split.val_x, limit=val_limit, noise=cfg.noise)
             val_history.append(scores)
             line += f" val PSNR {_mean(scores):.3f} dB {scores}"
             if best is None or _mean(scores) > best["val_mean_psnr"]:
@@ -362,6 +398,8 @@ def train(
                 best = {"epoch": epoch + 1, "val_mean_psnr": _mean(scores), "val_psnr": scores}
                 best["model"] = state_copy
         bar.write(line)
+        if board is not None:
+            board.epoch(epoch + 1, model, loss, float(scheduler.get_last_lr()[0]), scores)
         save_checkpoint(
             checkpoint,
             {
@@ -380,6 +418,8 @@ def train(
             },
         )
     bar.close()
+    if board is not None:
+        board.close()
     done = dry_run or len(history) >= cfg.epochs
     summary: dict[str, Any] = {
         "epochs_done": len(history),
@@ -414,7 +454,7 @@ def train(
             model_id=model_id,
             train_config=cfg.to_dict(),
             seed=cfg.seed,
-            extra={"training": summary},
+            extra={"training": summary, "noise": noise_card(cfg)},
             split=split.info,
             autoencoder_only=model_cfg.arch not in CODELESS and cfg.lesson,
         )
@@ -433,7 +473,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--arch", choices=ARCHS, default="denoise", help="network to train")
     p.add_argument(
-        "--data", choices=DATASETS, default="mnist5k", help="data set (mnist and fashion read IDX files)"
+        "--data",
+        type=_data_name,
+        default="mnist5k",
+        help=f"data set: {', '.join(DATASETS)} (mnist and fashion read IDX files), or your own images: "
+        "folder:PATH (PNG/JPEG/BMP/TIFF/WebP files, any sub-folders; train/ and test/ are the splits "
+        "when present), npy:PATH or npz:PATH (N×H×W, uint8 or float in [0, 1]; npz: 'train'/'test')",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="own images: skip files that are not usable images (and say how many) instead of failing",
+    )
+    p.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        help="own images: dark on light? auto: when most images have a bright border",
     )
     p.add_argument(
         "--data-dir",
@@ -475,9 +530,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ssim-weight", type=float, help="add this times (1 - SSIM) to the loss (0: off)")
     p.add_argument(
-        "--noise-min", type=float, help="lowest noise level s drawn for training (s ~ U[min, max] per image)"
+        "--noise",
+        choices=noise_models.NOISES,
+        help="noise to train for: gaussian (level s = std), salt-pepper (p = fraction of pixels), "
+        "poisson (peak = photons at white; lower is noisier), speckle (s = multiplicative std), "
+        "mixed (one of the four per image, each over its default range); see docs/training.md",
     )
-    p.add_argument("--noise-max", type=float, help="highest noise level s drawn for training")
+    p.add_argument(
+        "--noise-min",
+        type=float,
+        help="lowest noise level drawn for training (level ~ U[min, max] per image; default: the "
+        "noise's own range: gaussian 0-0.6, salt-pepper 0-0.3, poisson 2-100, speckle 0-1)",
+    )
+    p.add_argument("--noise-max", type=float, help="highest noise level drawn for training")
     p.add_argument(
         "--low-noise-fraction",
         type=float,
@@ -506,7 +571,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (per-epoch lines are still logged)"
     )
+    p.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="log losses, validation PSNR and sample denoisings to TensorBoard (needs tensorboard)",
+    )
     return p
+
+
+def _data_name(value: str) -> str:
+    if value in DATASETS or is_source(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: choose {', '.join(DATASETS)}, or folder:PATH, npz:PATH, npy:PATH for your own images"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
@@ -517,11 +596,24 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
         for f in fields(TrainConfig)
         if f.name not in ("arch", "data", "lesson") and getattr(args, f.name, None) is not None
     }
+    if args.noise not in (None, "gaussian"):
+        if args.lesson:
+            raise SystemExit("the lesson trains on gaussian noise only; drop --lesson or --noise")
+        if args.noise == "mixed" and (args.noise_min is not None or args.noise_max is not None):
+            raise SystemExit("--noise mixed uses each kind's default range; drop --noise-min/--noise-max")
+        low, high = noise_models.SPECS[noise_models.kinds_of(args.noise)[0]].default_range
+        overrides = {"noise_min": low, "noise_max": high, **overrides}
     cfg = replace(cfg, **overrides)
-    if cfg.noise_min > cfg.noise_max or cfg.noise_min < 0:
-        raise SystemExit("--noise-min must be >= 0 and <= --noise-max")
+    try:
+        noise_models.check_range(cfg.noise, cfg.noise_min, cfg.noise_max)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if not is_source(cfg.data) and (cfg.skip_bad or args.invert is not None):
+        raise SystemExit("--skip-bad and --invert apply to folder:, npz: and npy: data only")
     if not 0 <= cfg.low_noise_fraction <= 1 or cfg.low_noise_max < cfg.noise_min:
         raise SystemExit("--low-noise-fraction must be in [0, 1] and --low-noise-max >= --noise-min")
+    if cfg.low_noise_fraction and cfg.noise != "gaussian":
+        raise SystemExit("--low-noise-fraction applies to --noise gaussian only")
     if args.lesson and args.arch in CODELESS:
         raise SystemExit(f"the lesson has no {args.arch}; drop --lesson")
     model_cfg = preset(args.arch, lesson=args.lesson)
@@ -542,7 +634,13 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     cfg, model_cfg = config_from_args(args)
-    model_id = args.model_id or model_id_for(cfg.data, cfg.arch)
+    if args.model_id:
+        model_id = args.model_id
+    elif is_source(cfg.data):
+        # The service looks a model up by its directory's name: own data takes the --out folder's.
+        model_id = args.out.name if args.out else f"{source_id(cfg.data)}-{cfg.arch}"
+    else:
+        model_id = model_id_for(cfg.data, cfg.arch)
     checkpoint = args.checkpoint or Path("runs") / model_id / "checkpoint.pt"
     log.info("config %s", cfg)
     with tempfile.TemporaryDirectory(prefix="train-dry-run-") as tmp:
@@ -562,10 +660,11 @@ def main(argv: list[str] | None = None) -> None:
                 stop_after=args.stop_after,
                 dry_run=args.dry_run,
                 description=args.description,
-                model_id=args.model_id,
+                model_id=model_id,
                 progress=not args.no_progress,
+                tensorboard=args.tensorboard,
             )
-        except (DataError, CheckpointError) as exc:
+        except (DataError, CheckpointError, BoardError, ExportError) as exc:
             raise SystemExit(f"error: {exc}") from exc
     log.info(
         "done: %d epochs, %.1f s, final loss %s",

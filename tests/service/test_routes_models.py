@@ -36,3 +36,15 @@ def test_one_model_by_id(client: TestClient) -> None:
 def test_unknown_model_is_404(client: TestClient) -> None:
     r = client.get("/models/nope")
     assert r.status_code == 404 and r.json()["detail"].startswith("unknown model 'nope'; known models: ")
+
+
+def test_every_card_says_which_noise_its_model_was_made_for(client: TestClient, models_dir: Path) -> None:
+    for card in client.get("/models").json():
+        shipped = json.loads((models_dir / card["id"] / "card.json").read_text())
+        if "noise" in shipped:  # written by training since noise models exist
+            assert card["noise"] == shipped["noise"]
+            continue
+        # Older cards: Gaussian over the range of s the card's training config names.
+        train = shipped["config"]["train"]
+        assert card["noise"]["kind"] == "gaussian" and card["noise"]["kinds"] == ["gaussian"]
+        assert card["noise"]["levels"]["gaussian"]["range"] == [train["noise_min"], train["noise_max"]]

@@ -187,3 +187,26 @@ def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert (card["id"], card["seed"], card["description"]) == ("mnist-conv", 3, "from a checkpoint")
     assert card["graphs"] == {"autoencoder": "autoencoder.onnx"}
+
+
+def test_cli_names_an_own_data_model_after_its_folder_and_records_its_noise(tmp_path: Path) -> None:
+    model = build_model(preset("s2d"))
+    ckpt = tmp_path / "c.pt"
+    train_config = {
+        "data": "folder:/data/glyphs",
+        "seed": 0,
+        "noise": "salt-pepper",
+        "noise_min": 0.0,
+        "noise_max": 0.2,
+    }
+    save_checkpoint(
+        ckpt,
+        {"model_config": model.config.to_dict(), "train_config": train_config, "model": model.state_dict()},
+    )
+    main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "my-glyphs")])
+    card = json.loads((tmp_path / "my-glyphs" / "card.json").read_text())
+    assert card["id"] == "my-glyphs" and card["dataset"] == "folder:/data/glyphs"
+    assert card["noise"]["kind"] == "salt-pepper" and card["noise"]["levels"]["salt-pepper"]["range"] == [
+        0.0,
+        0.2,
+    ]

@@ -23,7 +23,15 @@ from training.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
-SHIPPED = ("mnist-denoise", "mnist-conv", "mnist-dense", "mnist-unet", "fashion-denoise", "fashion-unet")
+SHIPPED = (
+    "mnist-denoise",
+    "mnist-conv",
+    "mnist-dense",
+    "mnist-unet",
+    "fashion-denoise",
+    "fashion-unet",
+    "fashion-s2d-mixed",
+)
 LEVELS = (0.05, 0.3, 0.5)
 FASHION_TEST_IMAGES = 1000  # the baselines' BM3D subset of Fashion (reference/baselines.md)
 
@@ -36,6 +44,12 @@ PSNR_FLOORS: dict[str, tuple[float, float, float]] = {
     "mnist-dense": (18.7, 17.8, 16.2),  # measured 19.05, 18.09, 16.54
     "fashion-denoise": (22.0, 20.5, 18.8),  # measured 22.35, 20.87, 19.08 (first 1,000 test images)
     "fashion-unet": (31.2, 21.6, 19.1),  # measured 31.54, 21.95, 19.41 (first 1,000 test images)
+    "fashion-s2d-mixed": (29.4, 20.7, 17.9),  # measured 29.78, 20.99, 18.26 (first 1,000 test images)
+}
+# Models made for other noises: (kind, level, floor) under that noise (training/noise.py, seed 1234).
+OTHER_NOISE_FLOORS: dict[str, list[tuple[str, float, float]]] = {
+    # measured 24.87, 23.58, 22.85 dB; the noisy inputs score 13.87, 17.36, 15.65 (first 1,000 images)
+    "fashion-s2d-mixed": [("salt-pepper", 0.1, 24.5), ("poisson", 10.0, 23.2), ("speckle", 0.5, 22.5)],
 }
 
 
@@ -61,12 +75,13 @@ def test_every_shipped_model_is_present() -> None:
 @pytest.mark.parametrize("model_id", SHIPPED)
 def test_card_names_the_model_and_its_graphs(model_id: str) -> None:
     card = _card(model_id)
-    dataset, arch = model_id.split("-")
+    dataset, arch = model_id.split("-")[:2]  # <dataset>-<arch>[-<noise>]
     assert card["id"] == model_id and card["arch"] == arch
     assert card["dataset"] == ("mnist5k" if dataset == "mnist" else "fashion")
-    expected = {"autoencoder"} if arch == "unet" else {"autoencoder", "encoder", "decoder"}
+    codeless = arch in ("unet", "s2d")
+    expected = {"autoencoder"} if codeless else {"autoencoder", "encoder", "decoder"}
     assert set(card["graphs"]) == expected
-    assert (card["code_shape"] is None) == (arch == "unet")
+    assert (card["code_shape"] is None) == codeless
     if card["code_shape"] is not None:
         assert math.prod(card["code_shape"]) <= 256
     assert card["versions"]["torch"] == "2.13.0" and card["versions"]["opset"] >= 17
@@ -141,3 +156,24 @@ def test_denoising_quality_meets_its_floor(model_id: str) -> None:
         (out,) = session.run(None, {"image": noisy[:, None]})
         measured = float(psnr(clean, out[:, 0]).mean())
         assert measured >= floor, f"{model_id} at s={s}: {measured:.2f} dB < floor {floor} dB"
+
+
+@pytest.mark.parametrize("model_id", sorted(OTHER_NOISE_FLOORS))
+def test_other_noise_quality_meets_its_floor(model_id: str) -> None:
+    from training import noise
+
+    card = _card(model_id)
+    if card["dataset"] == "fashion" and not FASHION_DIR.is_dir():
+        pytest.skip(f"{FASHION_DIR} is missing (Debian package dataset-fashion-mnist; `make system-deps`)")
+    clean = _test_images(card["dataset"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        MODELS / model_id / card["graphs"]["autoencoder"], options, providers=["CPUExecutionProvider"]
+    )
+    for kind, level, floor in OTHER_NOISE_FLOORS[model_id]:
+        assert kind in card["noise"]["kinds"]
+        noisy = noise.noisy_numpy(kind, clean, level, 1234)
+        (out,) = session.run(None, {"image": noisy[:, None]})
+        measured = float(psnr(clean, out[:, 0]).mean())
+        assert measured >= floor, f"{model_id} under {kind} {level}: {measured:.2f} dB < floor {floor} dB"

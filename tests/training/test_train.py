@@ -188,3 +188,29 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--checkpoint",
     ):
         assert flag in text
+
+
+def test_tensorboard_logs_losses_and_a_grid_of_denoisings(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "tb"
+    main(["--dry-run", "--arch", "s2d", "--noise", "salt-pepper", "--checkpoint", str(tmp_path / "c.pt"),
+          "--tensorboard", str(board), "--no-progress"])  # fmt: skip
+    events = EventAccumulator(str(board))
+    events.Reload()
+    assert {"loss/train", "psnr/validation_mean", "psnr/validation/salt-pepper_p=0.1"} <= set(
+        events.Tags()["scalars"]
+    )
+    (image,) = events.Images("samples")
+    # Rows: clean, noisy, denoised (one noise kind); 8 validation images of 28 + 2 px of padding.
+    assert (image.height, image.width) == (3 * 28, 8 * 30)
+
+
+def test_tensorboard_missing_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were absent
+    with pytest.raises(SystemExit) as info:
+        main(["--dry-run", "--arch", "s2d", "--checkpoint", str(tmp_path / "c.pt"),
+              "--tensorboard", str(tmp_path / "tb"), "--no-progress"])  # fmt: skip
+    assert str(info.value.code).startswith("error: --tensorboard needs the tensorboard package: pip install")
