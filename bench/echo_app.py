@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from service.config import Settings
-from service.routes._io import read_uploads
+from service.intake import read_uploads
 
 
 def create_echo_app(settings: Settings) -> FastAPI:

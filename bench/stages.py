@@ -26,6 +26,7 @@ from bench.echo_app import create_echo_app
 from service import imaging
 from service.batching import Batcher
 from service.config import Settings
+from service.intake import parse_multipart
 from service.main import create_app
 from service.registry import load_model
 
@@ -177,8 +178,15 @@ def main() -> None:
     batch32 = np.repeat(image, 32, axis=0)
     output = graph.run(image)[0, 0]
 
+    body = _multipart(png)
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
     rows = {
-        "decode the upload, usual path (service/png.py)": _cpu_us(lambda: imaging.decode_common(png), s, w),
+        "parse the multipart body (multipart.PushMultipartParser)": _cpu_us(
+            lambda: parse_multipart(body, content_type, 17), s, w
+        ),
+        "decode the upload, usual path (libspng through pyspng)": _cpu_us(
+            lambda: imaging.decode_common(png), s, w
+        ),
         "decode the upload, Pillow path (open + grey float array)": _cpu_us(
             lambda: imaging.to_array(imaging.open_image(png, settings.max_pixels)), s, w
         ),

@@ -48,8 +48,18 @@ class Settings(BaseSettings):
 
     # Input limits.
     max_upload_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(default=4096 * 4096, ge=28 * 28)
+    # 4 MP (2048×2048): eight times a full-HD frame's area cut to what a 28×28 model can use; a
+    # photo to shrink is JPEG, decoded at 1/8 scale, so 4 MP of JPEG costs what 64 K pixels do.
+    max_pixels: int = Field(default=2048 * 2048, ge=28 * 28)
     max_batch_items: int = Field(default=64, ge=1)
+    # Uploads this small (declaring at most 64×64 pixels) decode on the event loop; larger ones in
+    # decode threads, whose concurrent allocations share the memory budget (docs/api.md, limits).
+    inline_decode_bytes: int = Field(default=8192, ge=0)
+    # One thread: large uploads are rare for a 28×28 service, and each decode thread that runs
+    # Python-level parsing (Pillow's chunk handlers) competes with the event loop for the GIL.
+    decode_workers: int = Field(default=1, ge=1, le=64)
+    decode_memory_mb: int = Field(default=128, ge=8)
+    decode_queue: int = Field(default=64, ge=1)
 
     # onnxruntime threads; 0 lets onnxruntime choose (one intra-op thread per core). The default is
     # 1: the event loop needs a core of its own for HTTP work, and these small graphs gain little

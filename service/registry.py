@@ -70,6 +70,20 @@ class Model:
     def provider(self) -> str:
         return self.graphs[AUTOENCODER].provider
 
+    @property
+    def code_limits(self) -> tuple[float, float] | None:
+        """The codes the decoder takes: the card's ``code_range`` widened by its width on each side.
+
+        Room to interpolate and edit codes, while a value far beyond what training produced (where
+        the decoder may overflow) is refused. None when the card records no range.
+        """
+        recorded = self.card.get("code_range")
+        if recorded is None:
+            return None
+        low, high = float(recorded["min"]), float(recorded["max"])
+        width = high - low
+        return low - width, high + width
+
 
 class Registry:
     """The loaded models by id, plus the two defaults; read-only once built.
@@ -163,6 +177,15 @@ def _read_card(model_dir: Path) -> dict[str, Any]:
         raise ModelError(
             f"{path}: code_shape must be a list of positive integers or null, not {code_shape!r}"
         )
+    code_range = card.get("code_range")
+    if code_range is not None and not (
+        isinstance(code_range, dict)
+        and all(isinstance(code_range.get(k), int | float) for k in ("min", "max"))
+        and math.isfinite(code_range["min"])
+        and math.isfinite(code_range["max"])
+        and code_range["min"] <= code_range["max"]
+    ):
+        raise ModelError(f"{path}: code_range must be {{'min': a, 'max': b}} with finite a <= b")
     expected = {AUTOENCODER} if code_shape is None else {ENCODER, DECODER, AUTOENCODER}
     if set(card["graphs"]) != expected:
         raise ModelError(

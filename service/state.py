@@ -26,10 +26,15 @@ from starlette.concurrency import run_in_threadpool
 from service import imaging
 from service.batching import Batcher, BatcherClosed
 from service.config import Settings
+from service.intake import Intake
 from service.metrics import Metrics
 from service.registry import Model, ModelError, Registry, load_registry
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteOutput(Exception):
+    """A graph answered NaN or infinity for a request's input: never sent, refused as that input's fault."""
 
 
 def batcher_name(model_id: str, graph: str) -> str:
@@ -84,6 +89,7 @@ class ServiceState:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.intake = Intake(settings)
         self.ready = False
         self._current: _Generation | None = None
         self._retiring: list[_Generation] = []
@@ -233,6 +239,7 @@ class ServiceState:
         self._retiring = []
         for generation in generations:
             await generation.close()
+        await run_in_threadpool(self.intake.close)
 
     def _generation_for(self, model: Model) -> tuple[_Generation, Model]:
         """The open generation that holds ``model``, or its same-shaped successor in the current one."""
@@ -254,4 +261,12 @@ class ServiceState:
     async def infer(self, model: Model, graph: str, rows: np.ndarray) -> np.ndarray:
         """Run ``rows`` (first axis = batch) through one graph of ``model``, batched with others."""
         generation, model = self._generation_for(model)
-        return await generation.batchers[batcher_name(model.id, graph)].submit(rows)
+        outputs = await generation.batchers[batcher_name(model.id, graph)].submit(rows)
+        if not np.isfinite(outputs).all():
+            # The inputs were finite and in range, yet the graph overflowed: no NaN or infinity
+            # ever reaches a reply (JSON cannot carry one, and a PNG would hide it as black).
+            raise NonFiniteOutput(
+                f"model {model.id} ({graph}) gives non-finite values for this input; "
+                "send values within the range it was trained on (GET /models/" + model.id + ")"
+            )
+        return outputs

@@ -150,7 +150,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     head, binary = _split(body, header_length)
     try:
         document = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of more digits than Python converts
         raise ProtocolError(400, f"the inference request is not valid JSON ({exc})") from None
     except RecursionError:
         raise ProtocolError(400, "the inference request nests too deeply") from None

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from training.checkpoint import load_checkpoint, load_model
-from training.data import VAL_FRACTION, VAL_SPLIT_SEED
+from training.data import VAL_FRACTION, VAL_SPLIT_SEED, load_dataset
 from training.models import Autoencoder, Model
 
 OPSET = 18
@@ -263,9 +263,49 @@ def _swap_in(stage: Path, out_dir: Path) -> None:
 
 def update_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
     """Write evaluation figures into an exported card (the graphs and their hashes stay as they are)."""
+    _update_card(out_dir, metrics=metrics)
+
+
+# The inputs a blind denoiser's decoder sees in training are codes of clean and noisy images alike.
+CODE_RANGE_NOISE = (0.0, 0.3, 0.6)
+_CODE_RANGE_BATCH = 1000
+
+
+def code_range(encoder: Path, images: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """The smallest and largest code value the exported encoder gives the training images.
+
+    Images are float32 ``[n, 28, 28]``, encoded clean and with each noise level of
+    :data:`CODE_RANGE_NOISE` (the evaluation protocol's corruption). The service refuses codes
+    far outside this range (docs/api.md): the decoder was never trained on them.
+    """
+    session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(seed)
+    low, high = math.inf, -math.inf
+    for s in CODE_RANGE_NOISE:
+        for start in range(0, len(images), _CODE_RANGE_BATCH):
+            x = images[start : start + _CODE_RANGE_BATCH, None].astype(np.float32)
+            if s:
+                x = np.clip(x + s * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
+            codes = session.run(None, {name: x})[0]
+            low, high = min(low, float(codes.min())), max(high, float(codes.max()))
+    return {
+        "min": low,
+        "max": high,
+        "over": f"encoder outputs for the {len(images)} training images, at noise {list(CODE_RANGE_NOISE)}",
+    }
+
+
+def record_code_range(out_dir: Path, train_images: np.ndarray) -> None:
+    """Add ``code_range`` to an exported autoencoder's card; models without an encoder have none."""
+    if (out_dir / "encoder.onnx").exists():
+        _update_card(out_dir, code_range=code_range(out_dir / "encoder.onnx", train_images))
+
+
+def _update_card(out_dir: Path, **entries: Any) -> None:
     path = out_dir / "card.json"
     card = json.loads(path.read_text())
-    card["metrics"] = metrics
+    card.update(entries)
     fd, tmp = tempfile.mkstemp(prefix=".card.", suffix=".tmp", dir=out_dir)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(card, indent=2) + "\n")
@@ -311,6 +351,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="write autoencoder.onnx alone (no encoder/decoder graphs)",
     )
+    parser.add_argument(
+        "--data-dir", type=Path, help="IDX files of the training data set, for the code range (mnist)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("onnxscript", "onnx_ir"):  # the exporter's optimizer logs every pass at INFO
@@ -332,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
         },
         autoencoder_only=args.autoencoder_only,
     )
+    if (args.out / "encoder.onnx").exists():  # only autoencoders have a code range (and need the data)
+        data = train_cfg.get("data", "mnist5k")
+        own = {k: train_cfg[k] for k in ("skip_bad", "invert") if k in train_cfg} if ":" in data else {}
+        record_code_range(args.out, load_dataset(data, args.data_dir, **own).train_x)
 
 
 if __name__ == "__main__":

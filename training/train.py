@@ -33,7 +33,7 @@ from training import noise as noise_models
 from training.board import Board, BoardError
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import DATASETS, VAL_NOISE_SEED, DataError, add_noise, load_dataset
-from training.export import ExportError, export_model, model_id_for
+from training.export import ExportError, export_model, model_id_for, record_code_range
 from training.metrics import psnr
 from training.models import ARCHS, CODELESS, Arch, Model, ModelConfig, build_model, preset
 from training.sources import is_source, source_id
@@ -458,6 +458,7 @@ def train(
             split=split.info,
             autoencoder_only=model_cfg.arch not in CODELESS and cfg.lesson,
         )
+        record_code_range(out, train_x)
     return summary
 
 
@@ -609,10 +610,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
         raise SystemExit(f"error: {exc}") from None
     if not is_source(cfg.data) and (cfg.skip_bad or args.invert is not None):
         raise SystemExit("--skip-bad and --invert apply to folder:, npz: and npy: data only")
-    if not 0 <= cfg.low_noise_fraction <= 1 or cfg.low_noise_max < cfg.noise_min:
+    if cfg.noise != "gaussian":
+        if cfg.low_noise_fraction:
+            raise SystemExit("--low-noise-fraction applies to --noise gaussian only")
+    elif not 0 <= cfg.low_noise_fraction <= 1 or cfg.low_noise_max < cfg.noise_min:
         raise SystemExit("--low-noise-fraction must be in [0, 1] and --low-noise-max >= --noise-min")
-    if cfg.low_noise_fraction and cfg.noise != "gaussian":
-        raise SystemExit("--low-noise-fraction applies to --noise gaussian only")
     if args.lesson and args.arch in CODELESS:
         raise SystemExit(f"the lesson has no {args.arch}; drop --lesson")
     model_cfg = preset(args.arch, lesson=args.lesson)

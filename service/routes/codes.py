@@ -2,47 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from service.deps import ReadyState
-from service.registry import DECODER, Model
+from service.intake import check_identity_encoding, code_array
+from service.registry import DECODER
 from service.routes._io import image_response, model_with_code, pixels_body
 from service.schemas import DecodeBatchRequest, DecodeRequest, ErrorResponse, PixelsResponse
 
-router = APIRouter(tags=["codes"])
+
+class _UncompressedBodyRoute(APIRoute):
+    """Refuses a compressed body (415) before FastAPI reads it as JSON; nothing here inflates one."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            check_identity_encoding(request)
+            return await handler(request)
+
+        return handle
+
+
+router = APIRouter(tags=["codes"], route_class=_UncompressedBodyRoute)
 
 ModelQuery = Annotated[
     str | None,
     Query(description="model id, when the body names none; AE_DEFAULT_CODE_MODEL when neither does"),
 ]
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # 400: FastAPI's own answer to a body it cannot even read as text ("There was an error parsing the body").
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)
 }
-
-
-def code_array(code: list[Any], model: Model, where: str = "code") -> np.ndarray:
-    """A JSON code (flat, or nested to the code shape) → float32 ``code_shape``; 422 otherwise."""
-    shape = model.code_shape or ()
-    expected = f"{model.code_size} numbers, flat or nested as {list(shape)}"
-    try:
-        values = np.asarray(code, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):  # ragged, non-numeric, or an integer beyond float64
-        raise HTTPException(422, f"{where} must be {expected} (model {model.id})") from None
-    if values.shape not in (shape, (model.code_size,)):
-        raise HTTPException(
-            422, f"{where} has shape {list(values.shape)}; model {model.id} expects {expected}"
-        )
-    if not np.isfinite(values).all():
-        raise HTTPException(422, f"{where} contains NaN or infinite values; it must be {expected}")
-    if np.abs(values).max(initial=0.0) > _FLOAT32_MAX:
-        raise HTTPException(422, f"{where} has values beyond the float32 range")
-    return values.astype(np.float32).reshape(shape)
 
 
 @router.post(

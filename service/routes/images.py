@@ -11,13 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from service.deps import work_state
 from service.registry import AUTOENCODER, ENCODER, Model
-from service.routes._io import (
-    decode_uploads,
-    image_response,
-    model_with_code,
-    pixels_body,
-    read_uploads,
-)
+from service.routes._io import image_response, model_with_code, pixels_body
 from service.routes._route import RequestOnlyRoute
 from service.schemas import CodeResponse, ErrorResponse, PixelsResponse
 from service.state import ServiceState
@@ -80,8 +74,7 @@ async def _images(
     else:
         chosen = registry.get(model_id)
     resize, invert = _flag(request, "resize"), _flag(request, "invert")
-    uploads = await read_uploads(request, state.settings, batch=batch)
-    images = await decode_uploads(uploads, state.settings, resize=resize, invert=invert)
+    images = await state.intake.images(request, batch=batch, resize=resize, invert=invert)
     return state, chosen, images
 
 

@@ -24,27 +24,19 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service.batching import BatcherClosed, QueueFull
 from service.deps import ReadyState, StateDep, require_api_key
+from service.errors import HANDLED, classify, count_rejection
 from service.inference import TensorSpec
+from service.intake import inference_request
 from service.registry import AUTOENCODER, DECODER, ENCODER, Model, Registry, UnknownModel
-from service.state import ServiceState
-from service.v2_protocol import (
-    ProtocolError,
-    TensorMeta,
-    check_input,
-    decompress,
-    encode_response,
-    parse_request,
-    wants_binary,
-)
+from service.v2_protocol import ProtocolError, TensorMeta, encode_response, wants_binary
 
 SERVER_NAME = "ae-denoise"
 EXTENSIONS = ["binary_tensor_data"]
 # Models are not versioned: the one version of each is "1".
 VERSION = "1"
 PLATFORM = "onnxruntime_onnx"
-# Images are [0, 1] floats by the artifact contract; codes may be any finite number.
+# Images are [0, 1] floats by the artifact contract; codes lie within the model's code limits.
 _IMAGE_RANGE = (0.0, 1.0)
 
 
@@ -53,7 +45,10 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
 
 
 class ProtocolRoute(APIRoute):
-    """Answers every failure of a v2 route, dependencies included, as ``{"error": "..."}``."""
+    """Answers every failure of a v2 route, dependencies included, as ``{"error": "..."}``.
+
+    The status comes from service/errors.py, as for every other route.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -61,21 +56,17 @@ class ProtocolRoute(APIRoute):
         async def handle(request: Request) -> Response:
             try:
                 return await handler(request)
-            except ProtocolError as exc:
-                return _error(exc.status, str(exc))
-            except HTTPException as exc:  # readiness, API key, body limit while streaming
-                return _error(exc.status_code, str(exc.detail), exc.headers)
-            except UnknownModel as exc:
-                return _error(404, str(exc))
-            except QueueFull as exc:
-                state: ServiceState = request.app.state.service
-                state.metrics.rejections.labels("queue_full").inc()
-                return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
-            except BatcherClosed as exc:
-                return _error(503, f"service is shutting down ({exc})", {"Retry-After": "1"})
+            except _HANDLED as exc:
+                failure = classify(exc)
+                assert failure is not None
+                count_rejection(request, exc)
+                return _error(failure.status, failure.message, failure.headers)
 
         return handle
 
+
+# HTTPException: readiness, API key, the body limit while streaming.
+_HANDLED: tuple[type[Exception], ...] = (HTTPException, *HANDLED)
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=ProtocolRoute)
 _protected = [Depends(require_api_key)]
@@ -104,7 +95,7 @@ class Endpoint:
 
     @property
     def value_range(self) -> tuple[float, float] | None:
-        return _IMAGE_RANGE if self.input.name == "image" else None
+        return _IMAGE_RANGE if self.input.name == "image" else self.model.code_limits
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -205,14 +196,7 @@ async def model_ready(model_name: str, state: ReadyState, version: str | None = 
 )
 async def infer(model_name: str, request: Request, state: ReadyState, version: str | None = None) -> Response:
     endpoint = resolve(state.registry, model_name, version)
-    settings = state.settings
-    body = decompress(
-        await request.body(), request.headers.get("content-encoding"), settings.max_upload_bytes
-    )
-    parsed, tensors = parse_request(body, request.headers.get("inference-header-content-length"))
-    rows = check_input(
-        tensors, endpoint.input, max_batch=settings.max_batch_items, value_range=endpoint.value_range
-    )
+    parsed, rows = await inference_request(request, state.settings, endpoint.input, endpoint.value_range)
     binary = wants_binary(parsed, endpoint.output)
     outputs = await state.infer(endpoint.model, endpoint.graph, rows)
     content, headers = encode_response(

@@ -88,6 +88,20 @@ def test_card_names_the_model_and_its_graphs(model_id: str) -> None:
     assert card["config"]["train"] is not None, "untrained placeholder: the card has no training config"
 
 
+@pytest.mark.parametrize("model_id", [m for m in SHIPPED if not m.endswith("-unet")])
+def test_card_records_the_code_range_the_test_codes_fall_in(model_id: str) -> None:
+    card = _card(model_id)
+    low, high = card["code_range"]["min"], card["code_range"]["max"]
+    assert math.isfinite(low) and math.isfinite(high) and low < high
+    # Without Fashion-MNIST here, its range (recorded over digits and noise) is checked on digits.
+    dataset = "mnist5k" if card["dataset"] == "fashion" and not FASHION_DIR.is_dir() else card["dataset"]
+    images = _test_images(dataset)[:500, None]
+    codes = _session(MODELS / model_id / "encoder.onnx").run(None, {"image": images})[0]
+    # Unseen images stay within the recorded range give or take a tenth of its width.
+    margin = 0.1 * (high - low)
+    assert low - margin <= codes.min() and codes.max() <= high + margin
+
+
 @pytest.mark.parametrize("model_id", SHIPPED)
 def test_files_match_their_sha256_and_stay_small(model_id: str) -> None:
     card = _card(model_id)
