@@ -375,7 +375,10 @@ def main(argv: list[str] | None = None) -> None:
         },
         autoencoder_only=args.autoencoder_only,
     )
-    record_code_range(args.out, load_dataset(train_cfg.get("data", "mnist5k"), args.data_dir).train_x)
+    if (args.out / "encoder.onnx").exists():  # only autoencoders have a code range (and need the data)
+        data = train_cfg.get("data", "mnist5k")
+        own = {k: train_cfg[k] for k in ("skip_bad", "invert") if k in train_cfg} if ":" in data else {}
+        record_code_range(args.out, load_dataset(data, args.data_dir, **own).train_x)
 
 
 if __name__ == "__main__":

@@ -610,10 +610,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
         raise SystemExit(f"error: {exc}") from None
     if not is_source(cfg.data) and (cfg.skip_bad or args.invert is not None):
         raise SystemExit("--skip-bad and --invert apply to folder:, npz: and npy: data only")
-    if not 0 <= cfg.low_noise_fraction <= 1 or cfg.low_noise_max < cfg.noise_min:
+    if cfg.noise != "gaussian":
+        if cfg.low_noise_fraction:
+            raise SystemExit("--low-noise-fraction applies to --noise gaussian only")
+    elif not 0 <= cfg.low_noise_fraction <= 1 or cfg.low_noise_max < cfg.noise_min:
         raise SystemExit("--low-noise-fraction must be in [0, 1] and --low-noise-max >= --noise-min")
-    if cfg.low_noise_fraction and cfg.noise != "gaussian":
-        raise SystemExit("--low-noise-fraction applies to --noise gaussian only")
     if args.lesson and args.arch in CODELESS:
         raise SystemExit(f"the lesson has no {args.arch}; drop --lesson")
     model_cfg = preset(args.arch, lesson=args.lesson)

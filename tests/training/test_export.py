@@ -124,7 +124,7 @@ def test_card_follows_the_contract(denoise_dir: tuple[Path, Model]) -> None:
         "range": [0.0, 1.0],
     }
     assert card["config"]["model"]["arch"] == "denoise" and card["config"]["train"] == {"epochs": 1}
-    assert card["seed"] == 0 and set(card["split"]) == {"train", "test"}
+    assert card["seed"] == 0 and set(card["split"]) == {"train", "validation", "test"}
     assert card["versions"]["torch"] == "2.13.0" and card["versions"]["opset"] >= 17
     assert card["created"].endswith("Z")
     for file in card["graphs"].values():

@@ -47,19 +47,19 @@ def test_own_folder_trains_for_every_noise_evaluates_and_serves_after_a_reload(
 ) -> None:
     torch.set_num_threads(1)
     models = tmp_path / "models"
-    shutil.copytree(
-        models_dir / "mnist-denoise", models / "mnist-denoise", ignore=shutil.ignore_patterns("report")
-    )
+    # The shipped models (the defaults among them), as a deployment serves them.
+    shutil.copytree(models_dir, models, ignore=shutil.ignore_patterns("report"))
+    shipped = sorted(p.parent.name for p in models.glob("*/card.json"))
     with (
         serve_in_thread(create_app(Settings(models_dir=models))) as (host, port),
         httpx.Client(base_url=f"http://{host}:{port}", timeout=60) as client,
     ):
-        assert [m["id"] for m in client.get("/models").json()] == ["mnist-denoise"]
+        assert [m["id"] for m in client.get("/models").json()] == shipped
         out, upload = _train_and_evaluate(tmp_path, models)
 
         reloaded = client.post("/admin/reload")
         assert reloaded.status_code == 200, reloaded.text
-        assert sorted(reloaded.json()["models"]) == ["mnist-denoise", "my-glyphs"]
+        assert sorted(reloaded.json()["models"]) == sorted([*shipped, "my-glyphs"])
         described = client.get("/models/my-glyphs").json()
         assert described["noise"]["kind"] == "mixed" and described["dataset"].startswith("folder:")
         response = client.post(

@@ -14,7 +14,16 @@ from training.checkpoint import load_checkpoint, load_model
 from training.data import add_noise, load_mnist5k
 from training.metrics import psnr
 from training.models import build_model, preset
-from training.train import TrainConfig, corrupt, default_config, main, random_shift, train
+from training.train import (
+    TrainConfig,
+    _parser,
+    config_from_args,
+    corrupt,
+    default_config,
+    main,
+    random_shift,
+    train,
+)
 
 # Small enough to run in seconds: a few dozen images, small batches.
 TINY = replace(default_config("denoise", "mnist5k", lesson=False), epochs=3, batch_size=16, train_limit=48)
@@ -214,3 +223,27 @@ def test_tensorboard_missing_is_a_one_line_error(tmp_path: Path, monkeypatch: py
         main(["--dry-run", "--arch", "s2d", "--checkpoint", str(tmp_path / "c.pt"),
               "--tensorboard", str(tmp_path / "tb"), "--no-progress"])  # fmt: skip
     assert str(info.value.code).startswith("error: --tensorboard needs the tensorboard package: pip install")
+
+
+@pytest.mark.parametrize(
+    ("noise", "low", "high"),
+    [("gaussian", 0.0, 0.6), ("salt-pepper", 0.0, 0.3), ("poisson", 2.0, 100.0), ("speckle", 0.0, 1.0)],
+)
+def test_each_noise_trains_over_its_own_default_range(noise: str, low: float, high: float) -> None:
+    cfg, _ = config_from_args(_parser().parse_args(["--arch", "s2d", "--noise", noise]))
+    assert (cfg.noise, cfg.noise_min, cfg.noise_max) == (noise, low, high)
+    cfg, _ = config_from_args(
+        _parser().parse_args(["--noise", noise, "--noise-min", "0.1", "--noise-max", "0.2"])
+    )
+    assert (cfg.noise_min, cfg.noise_max) == (0.1, 0.2)
+
+
+def test_noise_options_that_cannot_work_are_refused() -> None:
+    for argv, words in (
+        (["--noise", "mixed", "--noise-max", "0.3"], "default range"),
+        (["--noise", "poisson", "--noise-min", "0"], "must be > 0"),
+        (["--noise", "speckle", "--low-noise-fraction", "0.3"], "gaussian only"),
+        (["--lesson", "--noise", "poisson"], "gaussian noise only"),
+    ):
+        with pytest.raises(SystemExit, match=words):
+            config_from_args(_parser().parse_args(argv))
