@@ -207,7 +207,10 @@ METHODS: tuple[Method, ...] = (
                 step=2.0,
                 lower=1.0,
                 upper=9.0,
-                method_bounds=(("low", "1×1 patches are the smallest"),),
+                method_bounds=(
+                    ("low", "1×1 patches are the smallest"),
+                    ("high", "cost cap: 9×9 patches, a third of a 28×28 image"),
+                ),
                 integer=True,
             ),
             Axis(
@@ -325,6 +328,8 @@ def tune(
     runner: Runner,
     seed: int = TUNE_SEED,
     max_extensions: int = MAX_EXTENSIONS,
+    noisy: np.ndarray | None = None,
+    strict: bool = True,
 ) -> Tuning:
     """The grid point with the best mean PSNR on ``clean`` + noise at ``s``, never on a grid edge.
 
@@ -332,10 +337,14 @@ def tune(
     neighbour on both sides of every axis, its missing neighbours are evaluated, and a best point on
     an end of an axis gets one more value past it; then ``refine`` rounds of geometric midpoints next
     to the optimum, each followed by the same neighbour check. Ties go to the point evaluated first.
+    ``noisy`` replaces the Gaussian corruption (other noise kinds); ``s`` then scales the per-s axes.
+    ``strict=False`` accepts an optimum at an axis's hard limit (recorded in ``at_method_bound``)
+    instead of raising TuningError: for a user's own data, where a report beats no report.
     """
     if not method.axes:
         raise ValueError(f"{method.key} has nothing to tune")
-    noisy = add_noise(clean, s, np.random.default_rng(seed))
+    if noisy is None:
+        noisy = add_noise(clean, s, np.random.default_rng(seed))
     axes = method.axes
     grids = [sorted(set(a.values)) for a in axes]
     scores: dict[Point, float] = {}
@@ -370,13 +379,15 @@ def tune(
                     else:
                         nxt = axis.beyond(b[i], side)
                         if nxt is None:
-                            if axis.bound_reason(side) is not None:
+                            if axis.bound_reason(side) is not None or not strict:
                                 continue  # the method's own limit: accepted, and recorded below
                             raise TuningError(
                                 f"{method.key} at s={s:g}: the optimum {axis.name}={b[i]:g} is on the {side} "
                                 f"edge of its grid and the axis stops there ({axis.lower:g}…{axis.upper:g})"
                             )
                         if extensions[i] >= max_extensions:
+                            if not strict:
+                                continue
                             raise TuningError(
                                 f"{method.key} at s={s:g}: the optimum {axis.name}={b[i]:g} is still on the "
                                 f"{side} edge after {max_extensions} extensions"
@@ -414,6 +425,9 @@ def tune(
             elif (reason := axis.bound_reason(side)) is not None:
                 sides[side] = None
                 at_bound[axis.name] = reason
+            elif not strict:
+                sides[side] = None
+                at_bound[axis.name] = f"the grid's hard {side} limit ({axis.lower:g}…{axis.upper:g})"
             else:  # cannot happen after the loop above; a guard against a silent edge all the same
                 raise TuningError(f"{method.key} at s={s:g}: {axis.name}={b[i]:g} has no {side} neighbour")
         neighbours[axis.name] = sides

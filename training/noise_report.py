@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import median_filter
 
 from training import noise as noise_models
-from training.baselines import METHODS_BY_KEY, Method, Runner, mean_scores
+from training.baselines import METHODS_BY_KEY, Method, Params, Runner, mean_scores, tune
 from training.data import DATASETS, TEST_NOISE_SEED, VAL_NOISE_SEED, Split, load_dataset
-from training.metrics import psnr
 from training.sources import is_source
 
 log = logging.getLogger(__name__)
@@ -43,17 +41,13 @@ DEFAULT_TEST_LIMIT = 2000
 EXAMPLES = 6
 
 
-def _median5(img: np.ndarray, _: float) -> np.ndarray:
-    return np.asarray(median_filter(img, size=5))
-
-
-# The cheap classical methods, with a 5x5 median beside the 3x3 (salt-and-pepper at high density
-# leaves whole 3x3 windows corrupted).
+# The cheap classical methods, with the size-tuned median beside the 3x3 (salt-and-pepper at high
+# density leaves whole 3x3 windows corrupted).
 CHEAP_METHODS: tuple[Method, ...] = (
     METHODS_BY_KEY["noisy"],
     METHODS_BY_KEY["gaussian"],
     METHODS_BY_KEY["median"],
-    Method("median5", "median 5×5", _median5),
+    METHODS_BY_KEY["median_tuned"],
     METHODS_BY_KEY["nl_means"],
 )
 
@@ -78,15 +72,13 @@ def load_split(card: dict[str, Any], data: str | None, data_dir: str | None) -> 
     return load_dataset(name, data_dir, **options)
 
 
-def _tune(method: Method, clean: np.ndarray, noisy: np.ndarray, runner: Runner) -> tuple[float, list[float]]:
-    """Best grid value by mean PSNR; per-s grids scale with the measured noise std."""
-    if not method.grid:
-        return float("nan"), []
-    sigma = float(np.sqrt(np.mean((noisy.astype(np.float64) - clean) ** 2)))
-    params = [f * max(sigma, 1e-3) if method.per_s else f for f in method.grid]
-    outputs = runner.apply_many(method, [(noisy, p) for p in params])
-    scores = [float(psnr(clean, out).mean()) for out in outputs]
-    return round(float(params[int(np.argmax(scores))]), 6), scores
+def _tune(method: Method, clean: np.ndarray, noisy: np.ndarray, runner: Runner) -> Params:
+    """The tuner of training/baselines.py (never on a grid edge) on this noise; per-s axes scale
+    with the noise's measured standard deviation."""
+    if not method.axes:
+        return {}
+    sigma = max(float(np.sqrt(np.mean((noisy.astype(np.float64) - clean) ** 2))), 1e-3)
+    return tune(method, clean, sigma, runner, noisy=noisy, strict=False).params
 
 
 def _cached_gaussian(dataset: str, n_test: int, evaluation_dir: Path) -> dict[str, Any] | None:
@@ -126,7 +118,7 @@ def score_kind(
             row[k].append(round(v, 4))
 
     examples: dict[float, dict[str, np.ndarray]] = {}
-    tuned: dict[str, list[float]] = {}
+    tuned: dict[str, list[Params]] = {}
     val = split.val_x[:tune_images]
     for level in spec.eval_levels:
         noisy = noise_models.noisy_numpy(kind, test, level, TEST_NOISE_SEED)
@@ -139,8 +131,8 @@ def score_kind(
             continue
         val_noisy = noise_models.noisy_numpy(kind, val, level, VAL_NOISE_SEED)
         for method in CHEAP_METHODS:
-            param, _ = _tune(method, val, val_noisy, runner)
-            if method.grid:
+            param = _tune(method, val, val_noisy, runner)
+            if method.axes:
                 tuned.setdefault(method.key, []).append(param)
             (out,) = runner.apply_many(method, [(noisy, param)])
             add(method.key, method.label, "classical", len(test), mean_scores(test, out, subset))
@@ -271,8 +263,15 @@ def _tuned(result: dict[str, Any]) -> str:
     head = "| method | " + " | ".join(f"{name}={v:g}" for v in result["levels"]) + " |"
     lines = [head, "|---|" + "---|" * len(result["levels"])]
     for key, params in result["tuned"].items():
-        lines.append(f"| {key} | " + " | ".join(f"{p:.3g}" for p in params) + " |")
-    return "Tuned parameters (Gaussian blur: σ in pixels; NL-means: h):\n\n" + "\n".join(lines) + "\n"
+        cells = (
+            ", ".join(f"{k} {v:.3g}" for k, v in p.items()) if isinstance(p, dict) else f"{p:.3g}"
+            for p in params
+        )
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return (
+        "Tuned parameters (Gaussian blur: σ in pixels; median: window size; NL-means: h, patch size "
+        "and distance), each on the validation split:\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def write_markdown(
