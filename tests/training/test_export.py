@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from training.checkpoint import save_checkpoint
-from training.export import ExportError, export_model, main
+from training.export import PARITY_ATOL, ExportError, export_model, main, parity_tolerance
 from training.models import Autoencoder, Model, build_model, preset
 
 DESCRIPTION = "test model"
@@ -155,6 +155,12 @@ def test_failed_parity_raises_and_leaves_the_old_model_in_place(tmp_path: Path) 
         _export(model, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["mnist-conv"], "staging folder left behind"
+
+
+def test_parity_tolerance_is_absolute_for_images_and_relative_for_large_codes() -> None:
+    assert parity_tolerance(np.array([0.0, 0.5, 1.0])) == PARITY_ATOL
+    assert parity_tolerance(np.array([-0.2, 0.9])) == PARITY_ATOL
+    assert parity_tolerance(np.array([3.0, -47.0])) == pytest.approx(47 * PARITY_ATOL)
 
 
 def test_re_export_replaces_graphs_but_keeps_the_report(tmp_path: Path) -> None:
