@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=_default_models_dir)
     # What a request that names no model gets: /denoise (and the demo page) the best denoiser;
     # /encode and /decode the blind autoencoder, which has a code. Both are checked at start-up.
-    default_denoise_model: str = "mnist-unet"
+    default_denoise_model: str = "mnist-s2d"
     default_code_model: str = "mnist-denoise"
     # Deprecated: the one default of earlier versions; sets both of the above unless they are set.
     default_model: str | None = None

@@ -338,7 +338,13 @@ def _noise(train_cfg: dict[str, Any]) -> dict[str, object]:
     from training.noise import card_entry
 
     noise = train_cfg.get("noise", "gaussian")
-    return card_entry(noise, train_cfg.get("noise_min", 0.0), train_cfg.get("noise_max", 0.6))
+    return card_entry(
+        noise,
+        train_cfg.get("noise_min", 0.0),
+        train_cfg.get("noise_max", 0.6),
+        train_cfg.get("low_noise_fraction", 0.0),
+        train_cfg.get("low_noise_max", 0.15),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

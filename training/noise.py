@@ -94,17 +94,31 @@ def describe(noise: str, low: float, high: float) -> str:
     return SPECS[kinds_of(noise)[0]].describe(low, high)
 
 
-def card_entry(noise: str, low: float, high: float) -> dict[str, object]:
-    """What the card (and GET /models) says about the noise a model was made for."""
+def card_entry(
+    noise: str, low: float, high: float, light_fraction: float = 0.0, light_max: float = 0.15
+) -> dict[str, object]:
+    """What the card (and GET /models) says about the noise a model was made for.
+
+    ``light_fraction`` of the images drew their level from [low, light_max] instead (training's
+    ``--low-noise-fraction``); the card says so.
+    """
     ranges = {
         kind: list(SPECS[kind].default_range if noise == "mixed" else (low, high)) for kind in kinds_of(noise)
     }
-    return {
+    entry: dict[str, object] = {
         "kind": noise,
         "kinds": list(kinds_of(noise)),
         "levels": {kind: {"name": SPECS[kind].level_name, "range": ranges[kind]} for kind in ranges},
         "description": describe(noise, low, high),
     }
+    if light_fraction:
+        entry["light_fraction"] = light_fraction
+        entry["light_range"] = [low, min(light_max, high)]
+        entry["description"] = (
+            f"{entry['description']}, {light_fraction:.0%} of the images from uniform[{low:g}, "
+            f"{min(light_max, high):g}] instead"
+        )
+    return entry
 
 
 # ---------------------------------------------------------------------------------------------

@@ -159,7 +159,9 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
 
 def noise_card(cfg: TrainConfig) -> dict[str, Any]:
     """The card's ``noise``: what the model was made for (GET /models shows it)."""
-    return noise_models.card_entry(cfg.noise, cfg.noise_min, cfg.noise_max)
+    return noise_models.card_entry(
+        cfg.noise, cfg.noise_min, cfg.noise_max, cfg.low_noise_fraction, cfg.low_noise_max
+    )
 
 
 def random_shift(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(240)
 
 KEY = "reload-test-key"
 AUTH = {"X-API-Key": KEY}
-KEPT = ("mnist-denoise", "mnist-unet")
+KEPT = ("mnist-denoise", "mnist-s2d")
 
 
 def _clone_model(models: Path, source: str, new_id: str) -> None:
@@ -85,7 +85,7 @@ async def _under_load(
     async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60, limits=limits) as client:
 
         async def loop(i: int) -> None:
-            path = ("/denoise?model=mnist-denoise", "/encode", "/denoise?model=mnist-unet")[i % 3]
+            path = ("/denoise?model=mnist-denoise", "/encode", "/denoise?model=mnist-s2d")[i % 3]
             while not done.is_set():
                 response = await client.post(path, files={"file": ("d.png", image, "image/png")})
                 statuses.append(response.status_code)
@@ -131,7 +131,7 @@ def test_reloads_under_load_drop_no_request(server: LiveServer, models: Path, di
 def test_bad_model_dir_keeps_the_old_models_serving(
     server: LiveServer, models: Path, digit_png: bytes
 ) -> None:
-    graph = models / "mnist-unet" / "autoencoder.onnx"
+    graph = models / "mnist-s2d" / "autoencoder.onnx"
     original = graph.read_bytes()
     details: list[str] = []
 
@@ -150,7 +150,7 @@ def test_bad_model_dir_keeps_the_old_models_serving(
 
 
 def test_sighup_reloads_and_survives_a_bad_dir(server: LiveServer, models: Path, digit_png: bytes) -> None:
-    _clone_model(models, "mnist-unet", "mnist-sighup")
+    _clone_model(models, "mnist-s2d", "mnist-sighup")
     try:
         server.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 60
@@ -195,7 +195,9 @@ def test_a_request_holding_a_replaced_model_still_gets_its_answer(models_dir: Pa
     root = _private_copy(models_dir, tmp_path, "mnist-denoise")
 
     async def scenario() -> None:
-        state = ServiceState(Settings(models_dir=root, device="cpu"), Metrics())
+        # The /denoise default must stay loaded; these scenarios replace or remove other models.
+        settings = Settings(models_dir=root, device="cpu", default_denoise_model="mnist-denoise")
+        state = ServiceState(settings, Metrics())
         await state.start()
         try:
             old = state.registry.get("mnist-denoise")
@@ -216,16 +218,18 @@ def test_a_request_holding_a_replaced_model_still_gets_its_answer(models_dir: Pa
 def test_a_held_model_that_changed_shape_or_went_away_is_refused_cleanly(
     models_dir: Path, tmp_path: Path
 ) -> None:
-    root = _private_copy(models_dir, tmp_path, "mnist-denoise", "mnist-unet", "mnist-conv")
+    root = _private_copy(models_dir, tmp_path, "mnist-denoise", "mnist-s2d", "mnist-conv")
 
     async def scenario() -> None:
-        state = ServiceState(Settings(models_dir=root, device="cpu"), Metrics())
+        # The /denoise default must stay loaded; these scenarios replace or remove other models.
+        settings = Settings(models_dir=root, device="cpu", default_denoise_model="mnist-denoise")
+        state = ServiceState(settings, Metrics())
         await state.start()
         try:
-            denoise, unet = state.registry.get("mnist-denoise"), state.registry.get("mnist-unet")
+            denoise, unet = state.registry.get("mnist-denoise"), state.registry.get("mnist-s2d")
             shutil.rmtree(root / "mnist-denoise")
             _clone_model(root, "mnist-conv", "mnist-denoise")  # now codes of 8×4×4, not 16×4×4
-            shutil.rmtree(root / "mnist-unet")
+            shutil.rmtree(root / "mnist-s2d")
             await state.reload()
             await _retired(state)
             with pytest.raises(BatcherClosed, match="different shape"):  # 503 + Retry-After

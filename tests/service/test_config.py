@@ -17,7 +17,7 @@ def test_defaults_serve_the_checkout_models(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv(name, raising=False)
     s = Settings()
     assert s.models_dir == Path(__file__).resolve().parents[2] / "models"
-    assert (s.default_denoise_model, s.default_code_model) == ("mnist-unet", "mnist-denoise")
+    assert (s.default_denoise_model, s.default_code_model) == ("mnist-s2d", "mnist-denoise")
     assert (s.device, s.api_key, s.cors_origins) == ("auto", None, [])
 
 
@@ -63,7 +63,7 @@ def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> No
     for name in ("AE_API_KEY", "AE_MAX_BATCH_SIZE", "AE_DEFAULT_MODEL"):
         monkeypatch.setenv(name, "")  # as compose passes an unset variable
     s = Settings()
-    assert (s.api_key, s.max_batch_size, s.default_denoise_model) == (None, 32, "mnist-unet")
+    assert (s.api_key, s.max_batch_size, s.default_denoise_model) == (None, 32, "mnist-s2d")
 
 
 @pytest.mark.parametrize(

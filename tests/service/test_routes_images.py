@@ -38,7 +38,7 @@ def test_denoise_multipart_returns_a_28x28_png(
     _, noisy = digits
     r = client.post("/denoise", files={"file": ("noisy.png", png_bytes(noisy[0]), "image/png")})
     assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "image/png" and r.headers["x-model"] == "mnist-unet"
+    assert r.headers["content-type"] == "image/png" and r.headers["x-model"] == "mnist-s2d"
     out = read_png(r.content)
     assert out.shape == (28, 28) and out.min() >= 0.0 and out.max() <= 1.0
 
@@ -54,7 +54,7 @@ def test_denoise_raw_body_equals_multipart(client: TestClient, digits: tuple[np.
 def test_denoise_json_pixels_match_the_png(client: TestClient, digits: tuple[np.ndarray, np.ndarray]) -> None:
     data = png_bytes(digits[1][2])
     body = client.post("/denoise", content=data, headers={**PNG, "accept": "application/json"}).json()
-    assert body["model"] == "mnist-unet" and body["shape"] == [28, 28]
+    assert body["model"] == "mnist-s2d" and body["shape"] == [28, 28]
     pixels = np.asarray(body["pixels"], dtype=np.float32)
     png = read_png(client.post("/denoise", content=data, headers=PNG).content)
     assert np.abs(pixels - png).max() <= HALF_LEVEL

@@ -43,7 +43,7 @@ def test_metrics_move_after_requests(client: TestClient, digits: tuple[np.ndarra
     assert delta("ae_http_request_duration_seconds_count", **ok) == 3
     assert delta("ae_http_request_duration_seconds_sum", **ok) > 0
     assert delta("ae_http_errors_total", route="/denoise", status="404") == 1
-    graph = {"graph": "mnist-unet/autoencoder"}  # the /denoise default (AE_DEFAULT_DENOISE_MODEL)
+    graph = {"graph": "mnist-s2d/autoencoder"}  # the /denoise default (AE_DEFAULT_DENOISE_MODEL)
     assert delta("ae_batch_size_sum", **graph) == 3  # three rows went through the graph
     assert delta("ae_queue_wait_seconds_count", **graph) == 3
     assert delta("ae_inference_duration_seconds_count", **graph) >= 1

@@ -21,8 +21,8 @@ def test_models_lists_every_shipped_card(client: TestClient, models_dir: Path) -
             assert card[key] == value
         assert card["provider"] == "CPUExecutionProvider"
         # /denoise defaults to the best denoiser, /encode and /decode to the blind autoencoder.
-        assert card["default"] == (card["id"] == "mnist-unet")
-        assert card["default_for"] == {"mnist-unet": ["denoise"], "mnist-denoise": ["encode", "decode"]}.get(
+        assert card["default"] == (card["id"] == "mnist-s2d")
+        assert card["default_for"] == {"mnist-s2d": ["denoise"], "mnist-denoise": ["encode", "decode"]}.get(
             card["id"], []
         )
 
