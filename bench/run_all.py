@@ -34,9 +34,10 @@ def main() -> None:
         "cold_start": ["--starts", "2", "--requests", "1000"],
         "profile": ["--seconds", "5"],
         "stages": ["--seconds", "0.1", "--windows", "2"],
+        "denoisers": ["--rounds", "1", "--seconds", "0.05"],
     }
     print(f"machine at the start: {machine_state()}", flush=True)
-    for name in ("ort_alone", "throughput", "batching", "cold_start", "profile", "stages"):
+    for name in ("ort_alone", "throughput", "batching", "cold_start", "profile", "stages", "denoisers"):
         argv = [sys.executable, "-m", f"bench.{name}"]
         if name == "profile":
             argv += ["--svg", str(shown / "flame.svg")]
