@@ -18,20 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.hardening.attacks import _chunk, _save
 from tests.hardening.conftest import LiveServer, png
 
 # Each test here bounds its own wait: a hang fails it within 120 s, not at the suite-wide 600 s.
 pytestmark = pytest.mark.timeout(120)
-
-
-def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
-
-
-def _chunk(tag: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
 
 
 def _png_declaring(width: int, height: int) -> bytes:
