@@ -27,7 +27,7 @@ def models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_test_images() -> np.ndarray:
-    """The MNIST-5k test split (DESIGN.md): float32 ``[1000, 28, 28]`` in [0, 1], white on black."""
+    """The MNIST-5k test split (docs/training.md): float32 ``[1000, 28, 28]`` in [0, 1], white on black."""
     from training.data import load_mnist5k
 
     return load_mnist5k().test_x

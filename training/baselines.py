@@ -48,7 +48,7 @@ from training.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 
-EVAL_SEED = TEST_NOISE_SEED  # noise of the test images, fresh per level (DESIGN.md)
+EVAL_SEED = TEST_NOISE_SEED  # noise of the test images, fresh per level (docs/evaluation/README.md)
 TUNE_SEED = VAL_NOISE_SEED  # noise of the validation slice, fresh per level
 TUNE_IMAGES = 200  # validation slice: the first images of the validation split
 BM3D_TUNE_IMAGES = 32

@@ -23,7 +23,7 @@ import numpy as np
 DATASETS = ("mnist5k", "mnist", "fashion")
 # Debian's `dataset-fashion-mnist` package installs the four IDX files here.
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-# The evaluation protocol's noise levels (DESIGN.md); the blind models train over [0, max].
+# The evaluation protocol's noise levels (docs/evaluation/README.md); the blind models train over [0, max].
 NOISE_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 # Noise seeds: the test protocol's (the final report only) and validation's own, so no choice made
 # on validation ever sees the test noise either.

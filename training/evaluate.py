@@ -259,7 +259,7 @@ def evaluate_model(ctx: Context, model_dir: Path) -> dict[str, Any]:
             "ssim": [round(v, 4) for v in own["ssim"]],
             "test_images": own["test_images"],
             "noise_seed": EVAL_SEED,
-            "protocol": "DESIGN.md evaluation protocol; report/README.md has the baselines",
+            "protocol": "docs/evaluation/README.md's protocol; report/README.md has the baselines",
             "command": command,
         },
     )

@@ -68,7 +68,7 @@ class _Identity(nn.Module):
 
 
 def model_id_for(dataset: str, arch: str) -> str:
-    """`<dataset>-<arch>`, where both MNIST variants are plain `mnist` (DESIGN.md's model ids)."""
+    """`<dataset>-<arch>`, where both MNIST variants are plain `mnist` (docs/architecture.md's model ids)."""
     family = "mnist" if dataset in ("mnist5k", "mnist") else dataset
     return f"{family}-{arch}"
 

@@ -1,4 +1,4 @@
-"""The evaluation protocol's image-quality metrics, one value per image (DESIGN.md)."""
+"""The evaluation protocol's image-quality metrics, one value per image (docs/evaluation/README.md)."""
 
 from __future__ import annotations
 

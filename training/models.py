@@ -83,7 +83,7 @@ class ModelConfig:
         return cls(**values)
 
 
-# The reference lesson's networks, exactly (see reference/baselines.md, "Methods (6)").
+# The reference lesson's networks, exactly (docs/evaluation/README.md: the lesson's denoiser).
 LESSON_PRESETS: dict[str, ModelConfig] = {
     "dense": ModelConfig(arch="dense", hidden=32),
     "conv": ModelConfig(arch="conv", encoder_widths=(16, 8, 8), decoder_widths=(8, 8, 16)),

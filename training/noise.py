@@ -153,7 +153,7 @@ def apply_numpy(kind: Kind, x: np.ndarray, level: float | np.ndarray, rng: np.ra
 def noisy_numpy(kind: Kind, clean: np.ndarray, level: float, seed: int) -> np.ndarray:
     """The evaluation input: one draw from a fresh ``default_rng(seed)`` over the whole array.
 
-    For ``gaussian`` this is exactly ``training.data.add_noise`` (the protocol of DESIGN.md).
+    For ``gaussian`` this is exactly ``training.data.add_noise`` (the protocol of docs/evaluation/README.md).
     """
     return apply_numpy(kind, clean, level, np.random.default_rng(seed))
 

@@ -5,7 +5,7 @@ data of the user's own (``folder:``, ``npz:``, ``npy:``). For every kind the mod
 (training/noise.py; ``mixed``: all four) and every evaluation level of that kind:
 
 - the test images get the noise from a fresh ``default_rng(1234)``, one draw over the whole array
-  (for Gaussian: exactly the protocol of DESIGN.md);
+  (for Gaussian: exactly the protocol of docs/evaluation/README.md);
 - the model runs as it ships (``autoencoder.onnx``, onnxruntime CPU); so do the other models in
   the same models folder that were trained on the same data, for comparison;
 - the classical baselines are tuned per level by mean PSNR on the validation split (noise from a

@@ -153,7 +153,7 @@ TARGETS: dict[str, list[tuple[str, Check]]] = {
     "fashion-s2d": [_everything("psnr"), _everything("ssim"), _near_unet()],
 }
 TARGET_SOURCE = {"mnist-s2d": "issue 12", "fashion-s2d": "issue 12"}
-# DESIGN.md's aim for the other autoencoders ("beat the lesson's denoiser at every noise level").
+# The design's aim for the other autoencoders ("beat the lesson's denoiser at every noise level").
 DEFAULT_TARGETS = [_lesson(0.0)]
 
 
@@ -166,7 +166,8 @@ def check_targets(
             Target(text, *check(rows, model_key, levels), source=source) for text, check in TARGETS[model_key]
         ]
     return [
-        Target(text, *check(rows, model_key, levels), source="DESIGN.md") for text, check in DEFAULT_TARGETS
+        Target(text, *check(rows, model_key, levels), source="design target")
+        for text, check in DEFAULT_TARGETS
     ]
 
 
@@ -352,7 +353,7 @@ a paired comparison.
 {_targets_md(targets)}
 {reference_md}
 Issue 4's "Done when" sets the targets of mnist-denoise, fashion-denoise and the two unet models,
-issue 12 those of the s2d models (the default `/denoise`); for the other autoencoders DESIGN.md asks
+issue 12 those of the s2d models (the default `/denoise`); for the other autoencoders the design asks
 that they beat the lesson's denoiser. Comparisons with BM3D use the paired table.
 
 ## Classical parameters, tuned per level by mean PSNR on the validation split
@@ -394,7 +395,8 @@ def write_summary(path: Path, results: Sequence[dict[str, Any]], command: str) -
         "# Evaluation summary",
         "",
         "Every shipped model against the classical baselines and the lesson's single-level denoiser,",
-        "with the protocol of DESIGN.md (noise from a fresh `default_rng(1234)` per level; PSNR in dB /",
+        "with the protocol of docs/evaluation/README.md (noise from a fresh `default_rng(1234)` per level;",
+        "PSNR in dB /",
         "SSIM, means over images). Each model's own report (`models/<id>/report/README.md`) has the",
         "paired BM3D table and the plots; `docs/evaluation/README.md` says how the baselines were",
         "computed (BM3D on a subset). Every classical parameter is tuned per level on the validation",

@@ -2,7 +2,7 @@
 
 Broken files (truncated, empty, wrong magic, bad checksums, text posing as PNG, bombs) must get a
 4xx whose message says what is wrong. Unusual but valid files (16-bit, RGBA, palette, animated,
-CMYK JPEG) are what DESIGN.md promises to read, so at 28×28 they must be served exactly as their
+CMYK JPEG) are what docs/api.md promises to read, so at 28×28 they must be served exactly as their
 8-bit grey equivalent, and at any other size refused with a 422 that names the size.
 """
 

@@ -85,7 +85,7 @@ def test_table_marks_rows_scored_on_fewer_images() -> None:
 def test_models_without_an_issue_target_get_design_md_aim() -> None:
     values = {"mnist-conv": (constant(18.0), constant(0.8)), "lesson": (constant(18.5), constant(0.8))}
     [target] = check_targets("mnist-conv", rows_for(values))
-    assert target.source == "DESIGN.md" and not target.met and "-0.50 dB" in target.detail
+    assert target.source == "design target" and not target.met and "-0.50 dB" in target.detail
 
 
 def _s2d_rows(model_psnr: list[float], model_ssim: float = 0.99) -> dict:

@@ -35,7 +35,7 @@ SHIPPED = (
     "fashion-s2d-mixed",
 )
 LEVELS = (0.05, 0.3, 0.5)
-FASHION_TEST_IMAGES = 1000  # the baselines' BM3D subset of Fashion (reference/baselines.md)
+FASHION_TEST_IMAGES = 1000  # the baselines' BM3D subset of Fashion (docs/evaluation/README.md)
 
 # Minimum mean test PSNR (dB) at s = 0.05, 0.3, 0.5 with the protocol's noise (default_rng(1234)),
 # about 0.3 dB under what the shipped models measured (docs/training.md, "Measured quality").
