@@ -42,8 +42,8 @@ def _engine_problem() -> str | None:
 
 def _skip_or_fail(problem: str) -> None:
     msg = (
-        f"needs a container engine ({problem}); start one with "
-        '`bash ../shared/tools/container-engine up && eval "$(bash ../shared/tools/container-engine env)"`'
+        f"needs a container engine ({problem}); `make test-containers` starts this machine's engine "
+        "and runs these tests (docs/deployment.md), or point DOCKER_HOST at any Docker engine"
     )
     if os.environ.get("REQUIRE_CONTAINERS") == "1":
         pytest.fail(msg)
