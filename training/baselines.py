@@ -207,10 +207,7 @@ METHODS: tuple[Method, ...] = (
                 step=2.0,
                 lower=1.0,
                 upper=9.0,
-                method_bounds=(
-                    ("low", "1×1 patches are the smallest"),
-                    ("high", "cost cap: 9×9 patches, a third of a 28×28 image"),
-                ),
+                method_bounds=(("low", "1×1 patches are the smallest"),),
                 integer=True,
             ),
             Axis(
