@@ -72,13 +72,21 @@ def run_onnx(path: Path, images: np.ndarray, batch: int = BATCH) -> np.ndarray:
 
 
 def evaluate_onnx(
-    path: Path, test: np.ndarray, subset: int, levels: Sequence[float] = NOISE_LEVELS
+    path: Path,
+    test: np.ndarray,
+    subset: int,
+    levels: Sequence[float] = NOISE_LEVELS,
+    seed: int = EVAL_SEED,
 ) -> tuple[dict[str, Any], dict[float, tuple[np.ndarray, np.ndarray]]]:
-    """Mean PSNR/SSIM per level (all images and the first ``subset``), and a few outputs for plots."""
+    """Mean PSNR/SSIM per level (all images and the first ``subset``), and a few outputs for plots.
+
+    ``seed`` seeds each level's noise: the test protocol's by default; training.validate passes
+    validation's own.
+    """
     row: dict[str, Any] = {"psnr": [], "ssim": [], "subset_psnr": [], "subset_ssim": []}
     examples = {}
     for s in levels:
-        noisy = protocol_noisy(test, s)
+        noisy = protocol_noisy(test, s, seed)
         out = run_onnx(path, noisy)
         for key, value in mean_scores(test, out, subset).items():
             row[key].append(value)

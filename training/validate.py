@@ -2,7 +2,7 @@
 
     python -m training.validate --data mnist5k runs/out/a runs/out/b models/mnist-unet
 
-Mean PSNR (dB) per protocol level through each `autoencoder.onnx`, on the validation split with
+Mean PSNR (dB) / SSIM per protocol level through each `autoencoder.onnx`, on the validation split with
 validation's own noise (a fresh ``default_rng(VAL_NOISE_SEED)`` per level). Comparisons of recipes
 and runs are made here; the test split is `training.evaluate`'s, for the final report only.
 """
@@ -13,22 +13,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from training.data import DATASETS, NOISE_LEVELS, VAL_NOISE_SEED, DataError, add_noise, load_dataset
-from training.evaluate import run_onnx
-from training.metrics import psnr
+from training.data import DATASETS, NOISE_LEVELS, VAL_NOISE_SEED, DataError, load_dataset
+from training.evaluate import evaluate_onnx
 
 
-def validation_psnr(graph: Path, val_x: np.ndarray, levels: Sequence[float] = NOISE_LEVELS) -> list[float]:
-    """Mean validation PSNR of one graph at each level."""
-    scores = []
-    for s in levels:
-        noisy = add_noise(val_x, s, np.random.default_rng(VAL_NOISE_SEED))
-        out = run_onnx(graph, noisy[:, None])[:, 0]
-        scores.append(float(psnr(val_x, out).mean()))
-    return scores
+def validation_scores(
+    graph: Path, val_x: np.ndarray, levels: Sequence[float] = NOISE_LEVELS
+) -> dict[str, Any]:
+    """Mean validation PSNR and SSIM of one graph at each level (training.evaluate's scoring)."""
+    row, _ = evaluate_onnx(graph, val_x, subset=len(val_x), levels=levels, seed=VAL_NOISE_SEED)
+    return row
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -57,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "|---|" + "---|" * len(NOISE_LEVELS),
     ]
     for model, graph in zip(args.models, graphs, strict=True):
-        lines.append(f"| {model} | " + " | ".join(f"{v:.2f}" for v in validation_psnr(graph, val_x)) + " |")
+        row = validation_scores(graph, val_x)
+        cells = (f"{p:.2f} / {q:.3f}" for p, q in zip(row["psnr"], row["ssim"], strict=True))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -212,10 +212,8 @@ def test_the_default_denoiser_beats_the_input_every_baseline_and_every_autoencod
         }
         ours = scores.pop(default)
         rivals = {m: (v["psnr"], v["ssim"]) for m, v in scores.items()}
-        rivals["noisy input"] = (
-            mean_scores(clean, noisy, subset)["psnr"],
-            mean_scores(clean, noisy, subset)["ssim"],
-        )
+        as_sent = mean_scores(clean, noisy, subset)
+        rivals["noisy input"] = (as_sent["psnr"], as_sent["ssim"])
         for key, entry in cache["methods"].items():
             if entry["test_images"] == len(clean):
                 rivals[key] = (entry["psnr"][i], entry["ssim"][i])

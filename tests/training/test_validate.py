@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 from training.data import NOISE_LEVELS, TEST_NOISE_SEED, VAL_NOISE_SEED, add_noise, load_mnist5k
 from training.evaluate import run_onnx
 from training.metrics import psnr
-from training.validate import main, validation_psnr
+from training.validate import main, validation_scores
 
 GRAPH = ROOT / "models" / "mnist-s2d" / "autoencoder.onnx"
 
@@ -19,7 +19,7 @@ GRAPH = ROOT / "models" / "mnist-s2d" / "autoencoder.onnx"
 def test_scores_the_validation_images_with_the_validation_noise() -> None:
     split = load_mnist5k()
     val = split.val_x[:40]
-    (score,) = validation_psnr(GRAPH, val, levels=(0.3,))
+    (score,) = validation_scores(GRAPH, val, levels=(0.3,))["psnr"]
     expected = psnr(
         val, run_onnx(GRAPH, add_noise(val, 0.3, np.random.default_rng(VAL_NOISE_SEED))[:, None])[:, 0]
     )
