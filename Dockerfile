@@ -54,6 +54,7 @@ RUN mkdir service && touch service/__init__.py README.md \
 # only its entry point is kept (the training commands need the `train` extra).
 FROM deps AS app
 COPY service ./service
+COPY contract ./contract
 RUN touch README.md \
     && /usr/bin/python3 -m pip --python /opt/venv/bin/python install --no-deps --no-compile --root /staging . \
     && /opt/venv/bin/python -m compileall -q -s /staging -p / /staging/opt/venv \
