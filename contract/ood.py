@@ -181,12 +181,17 @@ def fit_distance(
     that is always black) still invert. ``clusters=1`` is the Mahalanobis distance to the mean.
     """
     flat = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
+    # Small own data sets: at least 20 vectors per cluster, and one cluster whatever the count.
+    clusters = max(1, min(clusters, len(flat) // 20))
     y = (flat - flat.mean(axis=0)) @ _whitening(flat - flat.mean(axis=0), shrinkage)
     rng = np.random.default_rng(seed)
     centres = y[[int(rng.integers(len(y)))]]
     while len(centres) < clusters:  # k-means++: a far point is likelier to be the next centre
         d2 = np.maximum(np.min(np.square(y[:, None, :] - centres[None]).sum(axis=2), axis=1), 0)
+        if d2.sum() <= 0:  # every vector sits on a centre already
+            break
         centres = np.vstack([centres, y[int(rng.choice(len(y), p=d2 / d2.sum()))]])
+    clusters = len(centres)
     for _ in range(iterations):
         label = _nearest(y, centres)
         centres = np.stack(

@@ -52,6 +52,11 @@ class Data:
     validation: np.ndarray
     test: np.ndarray
 
+    @classmethod
+    def of(cls, split: Any) -> Data:
+        """From a ``training.data.Split`` (what training.train has loaded already)."""
+        return cls(train=split.train_x, validation=split.val_x, test=split.test_x)
+
 
 def load_data(dataset: str, data_dir: Path | None = None, **own: Any) -> Data:
     """The one place this module and training.ood_eval read training's data helpers."""

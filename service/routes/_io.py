@@ -7,6 +7,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from service import imaging
+from service.ood import Outcome
 from service.registry import Model, Registry
 
 
@@ -14,18 +15,26 @@ def wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "").lower()
 
 
-def pixels_body(model: Model, image: np.ndarray) -> dict[str, object]:
-    """The JSON form of one [28, 28] (or [1, 28, 28]) image."""
+def pixels_body(model: Model, image: np.ndarray, ood: Outcome | None = None, i: int = 0) -> dict[str, object]:
+    """The JSON form of one [28, 28] (or [1, 28, 28]) image, with image ``i``'s score of ``ood``."""
     pixels = np.asarray(image, dtype=np.float32).reshape(imaging.SIDE, imaging.SIDE)
-    return {"model": model.id, "shape": [imaging.SIDE, imaging.SIDE], "pixels": pixels.tolist()}
+    body: dict[str, object] = {
+        "model": model.id,
+        "shape": [imaging.SIDE, imaging.SIDE],
+        "pixels": pixels.tolist(),
+    }
+    if ood is not None:
+        body["ood"] = ood.field(i)
+    return body
 
 
-def image_response(request: Request, model: Model, image: np.ndarray) -> Response:
-    """PNG, or JSON pixels when the client asks for ``application/json``."""
+def image_response(request: Request, model: Model, image: np.ndarray, ood: Outcome | None = None) -> Response:
+    """PNG (the score in headers), or JSON pixels (the score a field) for ``Accept: application/json``."""
     if wants_json(request):
-        return JSONResponse(pixels_body(model, image))
+        return JSONResponse(pixels_body(model, image, ood))
     png = imaging.encode_png(np.asarray(image).reshape(imaging.SIDE, imaging.SIDE))
-    return Response(png, media_type="image/png", headers={"X-Model": model.id})
+    headers = {"X-Model": model.id, **(ood.headers() if ood is not None else {})}
+    return Response(png, media_type="image/png", headers=headers)
 
 
 def model_with_code(registry: Registry, model_id: str | None) -> Model:

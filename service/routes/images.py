@@ -9,11 +9,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
+from service import ood
 from service.deps import work_state
 from service.registry import AUTOENCODER, ENCODER, Model
 from service.routes._io import image_response, model_with_code, pixels_body
 from service.routes._route import RequestOnlyRoute
-from service.schemas import CodeResponse, ErrorResponse, PixelsResponse
+from service.schemas import CodeResponse, ErrorResponse, OodRefusal, PixelsResponse
 from service.state import ServiceState
 
 # These routes take the request alone and read their query parameters and the API key themselves,
@@ -45,6 +46,14 @@ _PARAMETERS: list[dict[str, Any]] = [
         "in": "query",
         "required": False,
         "description": "the input is dark on light: invert it first",
+        "schema": {"type": "boolean", "default": False},
+    },
+    {
+        "name": ood.REJECT_PARAMETER,
+        "in": "query",
+        "required": False,
+        "description": "answer 422 with the out-of-distribution scores instead of a result when an "
+        "input is past the model's threshold (docs/api.md)",
         "schema": {"type": "boolean", "default": False},
     },
 ]
@@ -113,8 +122,29 @@ _BATCH_BODY: dict[str, Any] = {
     },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 503)
 }
+_ERRORS[422] = {
+    "description": "wrong size or values, a model without a code, or (reject_ood=true) an outsider",
+    "content": {
+        "application/json": {
+            "schema": {"anyOf": [ErrorResponse.model_json_schema(), OodRefusal.model_json_schema()]}
+        }
+    },
+}
+
+
+def _refused(request: Request, model: Model, outcome: ood.Outcome | None) -> Response | None:
+    """The 422 answer when the request asked for ``reject_ood`` and an input is an outsider."""
+    if not _flag(request, ood.REJECT_PARAMETER):
+        return None
+    if outcome is None:
+        raise HTTPException(
+            422,
+            f"no out-of-distribution score for model {model.id!r} (its card has no calibration, or "
+            "AE_OOD_SCORES is off): drop reject_ood",
+        )
+    return JSONResponse(outcome.refusal(), 422) if outcome.outsiders else None
 
 
 @router.post(
@@ -132,7 +162,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def denoise(request: Request) -> Response:
     state, chosen, images = await _images(request, batch=False, needs_code=False)
     output = await state.infer(chosen, AUTOENCODER, images)
-    return image_response(request, chosen, output[0])
+    scored = await ood.score(state, chosen, "denoise", images, outputs=output)
+    return _refused(request, chosen, scored) or image_response(request, chosen, output[0], scored)
 
 
 @router.post(
@@ -145,11 +176,21 @@ async def denoise(request: Request) -> Response:
 async def denoise_batch(request: Request) -> Response:
     state, chosen, images = await _images(request, batch=True, needs_code=False)
     outputs = await state.infer(chosen, AUTOENCODER, images)
-    return JSONResponse([pixels_body(chosen, out) for out in outputs])
+    scored = await ood.score(state, chosen, "denoise", images, outputs=outputs)
+    return _refused(request, chosen, scored) or JSONResponse(
+        [pixels_body(chosen, out, scored, i) for i, out in enumerate(outputs)]
+    )
 
 
-def _code_body(model: Model, code: np.ndarray) -> dict[str, object]:
-    return {"model": model.id, "shape": list(model.code_shape or ()), "code": code.reshape(-1).tolist()}
+def _code_body(model: Model, code: np.ndarray, scored: ood.Outcome | None, i: int = 0) -> dict[str, object]:
+    body: dict[str, object] = {
+        "model": model.id,
+        "shape": list(model.code_shape or ()),
+        "code": code.reshape(-1).tolist(),
+    }
+    if scored is not None:
+        body["ood"] = scored.field(i)
+    return body
 
 
 @router.post(
@@ -162,7 +203,8 @@ def _code_body(model: Model, code: np.ndarray) -> dict[str, object]:
 async def encode(request: Request) -> Response:
     state, chosen, images = await _images(request, batch=False, needs_code=True)
     codes = await state.infer(chosen, ENCODER, images)
-    return JSONResponse(_code_body(chosen, codes[0]))
+    scored = await ood.score(state, chosen, "encode", images, codes=codes)
+    return _refused(request, chosen, scored) or JSONResponse(_code_body(chosen, codes[0], scored))
 
 
 @router.post(
@@ -175,4 +217,7 @@ async def encode(request: Request) -> Response:
 async def encode_batch(request: Request) -> Response:
     state, chosen, images = await _images(request, batch=True, needs_code=True)
     codes = await state.infer(chosen, ENCODER, images)
-    return JSONResponse([_code_body(chosen, code) for code in codes])
+    scored = await ood.score(state, chosen, "encode", images, codes=codes)
+    return _refused(request, chosen, scored) or JSONResponse(
+        [_code_body(chosen, code, scored, i) for i, code in enumerate(codes)]
+    )

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from service import ood
 from service.deps import ReadyState, StateDep, require_api_key
 from service.errors import HANDLED, classify, count_rejection
 from service.inference import TensorSpec
@@ -199,8 +200,19 @@ async def infer(model_name: str, request: Request, state: ReadyState, version: s
     parsed, rows = await inference_request(request, state.settings, endpoint.input, endpoint.value_range)
     binary = wants_binary(parsed, endpoint.output)
     outputs = await state.infer(endpoint.model, endpoint.graph, rows)
+    scored = None
+    if endpoint.graph == AUTOENCODER:
+        scored = await ood.score(state, endpoint.model, "denoise", rows, outputs=outputs)
+    elif endpoint.graph == ENCODER:
+        scored = await ood.score(state, endpoint.model, "encode", rows, codes=outputs)
     content, headers = encode_response(
-        endpoint.name, VERSION, parsed.id, endpoint.output, outputs, binary=binary
+        endpoint.name,
+        VERSION,
+        parsed.id,
+        endpoint.output,
+        outputs,
+        binary=binary,
+        parameters=scored.parameters() if scored is not None else None,
     )
     media_type = "application/octet-stream" if binary else "application/json"
     return Response(content, media_type=media_type, headers=headers)
