@@ -105,9 +105,14 @@ class Graph:
         return np.concatenate(parts)
 
 
+def has_encoder(card: dict[str, Any]) -> bool:
+    """Whether the model directory has an encoder graph (a lesson export may have the code shape alone)."""
+    return "encoder" in (card.get("graphs") or {})
+
+
 def views_of(card: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     """The signals of each view a model serves (docs/evaluation.md has the measurements behind them)."""
-    if not card.get("code_shape"):
+    if not has_encoder(card):
         return {"denoise": DENOISE_SIGNALS}
     return {"denoise": DENOISE_SIGNALS_WITH_CODE, "encode": ENCODE_SIGNALS}
 
@@ -115,7 +120,7 @@ def views_of(card: dict[str, Any]) -> dict[str, tuple[str, ...]]:
 def _run(model_dir: Path, card: dict[str, Any], images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The autoencoder graph's outputs and (models with a code) the encoder's codes."""
     outputs = Graph(model_dir / "autoencoder.onnx")(images)
-    codes = Graph(model_dir / "encoder.onnx")(images) if card.get("code_shape") else None
+    codes = Graph(model_dir / "encoder.onnx")(images) if has_encoder(card) else None
     return outputs, codes
 
 

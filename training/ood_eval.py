@@ -55,7 +55,7 @@ def _scores(
     calibration: ood.Calibration, model_dir: Path, card: dict[str, Any], images: np.ndarray
 ) -> dict[str, ood.Scores]:
     outputs = cal.Graph(model_dir / "autoencoder.onnx")(images)
-    codes = cal.Graph(model_dir / "encoder.onnx")(images) if card.get("code_shape") else None
+    codes = cal.Graph(model_dir / "encoder.onnx")(images) if cal.has_encoder(card) else None
     return {view: calibration.score(view, images, outputs=outputs, codes=codes) for view in calibration.views}
 
 
