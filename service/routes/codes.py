@@ -47,7 +47,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_class=Response,
     responses={
         200: {
-            "content": {"image/png": {}, "application/json": {"schema": PixelsResponse.model_json_schema()}}
+            "content": {
+                "image/png": {},
+                "application/json": {"schema": {"$ref": "#/components/schemas/PixelsResponse"}},
+            }
         },
         **_ERRORS,
     },

@@ -124,14 +124,8 @@ _BATCH_BODY: dict[str, Any] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 503)
 }
-_ERRORS[422] = {
-    "description": "wrong size or values, a model without a code, or (reject_ood=true) an outsider",
-    "content": {
-        "application/json": {
-            "schema": {"anyOf": [ErrorResponse.model_json_schema(), OodRefusal.model_json_schema()]}
-        }
-    },
-}
+# 422: a wrong input, a model without a code, or (reject_ood=true) an input past the threshold.
+_ERRORS[422] = {"model": ErrorResponse | OodRefusal}
 
 
 def _refused(request: Request, model: Model, outcome: ood.Outcome | None) -> Response | None:
@@ -152,7 +146,10 @@ def _refused(request: Request, model: Model, outcome: ood.Outcome | None) -> Res
     response_class=Response,
     responses={
         200: {
-            "content": {"image/png": {}, "application/json": {"schema": PixelsResponse.model_json_schema()}}
+            "content": {
+                "image/png": {},
+                "application/json": {"schema": {"$ref": "#/components/schemas/PixelsResponse"}},
+            }
         },
         **_ERRORS,
     },
