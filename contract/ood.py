@@ -97,24 +97,30 @@ def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
     """``[n, (28/pool)² + 7]``: average-pooled pixels and the share of pixels above each grey level."""
     x = _images(images)
     n, side = len(x), x.shape[-1]
-    # Pooling as two small matrix products, and the grey levels as one bincount over bin indices:
-    # several times cheaper at batch 1 than reductions over reshaped axes (bench/ood_cost.py).
-    pooling = _pooling(side, pool)
-    pooled = (pooling.T @ x @ pooling).reshape(n, -1)
-    levels = np.searchsorted(_EDGES, x.reshape(n, -1), side="left")  # 0..7: the edges below each pixel
-    counts = np.bincount((levels + 8 * np.arange(n)[:, None]).ravel(), minlength=8 * n).reshape(n, 8)
-    above = counts[:, :0:-1].cumsum(axis=1)[:, ::-1] / float(side * side)
-    return np.concatenate([pooled, above.astype(np.float32)], axis=1)
+    flat = x.reshape(n, side * side)
+    # Few numpy calls, whatever the batch (a request scores one image): pooling is one matrix
+    # product, the grey levels one searchsorted, one bincount and one product (bench/ood_cost.py).
+    pooled = flat @ _pooling(side, pool)
+    levels = np.searchsorted(_EDGES, flat, side="left")  # 0..7: how many edges lie below each pixel
+    offsets = _OFFSETS[:n] if n <= len(_OFFSETS) else 8 * np.arange(n)[:, None]
+    counts = np.bincount((levels + offsets).ravel(), minlength=8 * n)
+    above = counts.reshape(n, 8).astype(np.float32) @ (_ABOVE / float(side * side))
+    return np.concatenate([pooled, above], axis=1)
 
 
 _EDGES = np.asarray(HISTOGRAM_EDGES, dtype=np.float32)
+# above[k] = the pixels whose level (edges below them) exceeds k.
+_ABOVE = (np.arange(8)[:, None] > np.arange(7)[None, :]).astype(np.float32)
+_OFFSETS = 8 * np.arange(256)[:, None]
 
 
 def _pooling(side: int, pool: int) -> np.ndarray:
+    """``[side², (side/pool)²]``: flat pixels → means of ``pool``×``pool`` blocks."""
     key = (side, pool)
     if key not in _POOLING:
-        m = np.zeros((side, side // pool), np.float32)
-        m[np.arange(side), np.arange(side) // pool] = 1.0 / pool
+        rows, cols = np.divmod(np.arange(side * side), side)
+        m = np.zeros((side * side, (side // pool) ** 2), np.float32)
+        m[np.arange(side * side), (rows // pool) * (side // pool) + cols // pool] = 1.0 / (pool * pool)
         _POOLING[key] = m
     return _POOLING[key]
 
@@ -129,7 +135,10 @@ def features(
     if name == "pictures":
         if outputs is None:
             raise CalibrationError("signal 'pictures' needs the model's output")
-        return np.concatenate([descriptor(images), descriptor(outputs)], axis=1)
+        n = len(images)
+        # Input and output interleaved, described in one call, each image's pair side by side.
+        pairs = np.stack([_images(images), _images(outputs)], axis=1).reshape(2 * n, 28, 28)
+        return descriptor(pairs).reshape(n, -1)
     if name == "code":
         if codes is None:
             raise CalibrationError("signal 'code' needs the model's code")
@@ -162,15 +171,16 @@ class Distance:
     whiten: np.ndarray
     centres: np.ndarray
 
+    def __post_init__(self) -> None:
+        # ||y - c||² = ||y||² - 2 y·c + ||c||²: the centres' part is fixed, and -2c is folded in.
+        object.__setattr__(self, "_minus_2ct", (-2.0 * self.centres.T).astype(np.float32))
+        object.__setattr__(self, "_norms", np.square(self.centres).sum(axis=1).astype(np.float32))
+
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         """log squared Mahalanobis distance of each vector to the nearest cluster."""
         y = np.asarray(vectors, dtype=np.float32) @ self.whiten
-        d2 = np.square(y).sum(axis=1)[:, None] - 2 * y @ self.centres.T + self._centre_norms[None, :]
-        return np.log(np.maximum(d2.min(axis=1), 0.0).astype(np.float64) + _EPS)
-
-    @property
-    def _centre_norms(self) -> np.ndarray:
-        return np.square(self.centres).sum(axis=1)
+        d2 = (y @ self._minus_2ct + self._norms).min(axis=1) + np.einsum("ij,ij->i", y, y)
+        return np.log(np.maximum(d2, 0.0).astype(np.float64) + _EPS)
 
 
 def _whitening(deviations: np.ndarray, shrinkage: float) -> np.ndarray:
@@ -329,14 +339,23 @@ class Scores:
 def to_percentiles(view: dict[str, Any], value: np.ndarray) -> Scores:
     """Map combined values through a view's table: 0 below the smallest validation value, 100 past
     the largest, linear between the stored percentiles (a tie maps to the upper end of its run)."""
-    table, pct = np.asarray(view["table"]), np.asarray(view["percentiles"])
-    # A run of equal values (ties in validation) maps to its upper end: never more typical than it is.
-    last = np.append(np.diff(table) > 0, True)
-    percentile = np.interp(value, table[last], pct[last], left=0.0, right=100.0)
+    table, pct = _table(view)
+    percentile = np.interp(value, table, pct, left=0.0, right=100.0)
     threshold = float(view["threshold_percentile"])
     return Scores(
         percentile=percentile, in_distribution=percentile <= threshold, threshold=threshold, value=value
     )
+
+
+def _table(view: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The view's table as arrays, a run of equal values (ties in validation) kept at its upper
+    end so that such a value is never called more typical than it is; computed once per view."""
+    cached = view.get("_arrays")
+    if cached is None:
+        table, pct = np.asarray(view["table"]), np.asarray(view["percentiles"])
+        last = np.append(np.diff(table) > 0, True)
+        cached = view["_arrays"] = (table[last], pct[last])
+    return cached  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
