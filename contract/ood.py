@@ -36,7 +36,7 @@ the card, named with its sha256 in the card.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,8 @@ class Distance:
 
     whiten: np.ndarray
     centres: np.ndarray
+    _minus_2ct: np.ndarray = field(init=False, repr=False, compare=False)
+    _norms: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # ||y - c||² = ||y||² - 2 y·c + ||c||²: the centres' part is fixed, and -2c is folded in.
@@ -350,12 +352,18 @@ def to_percentiles(view: dict[str, Any], value: np.ndarray) -> Scores:
 def _table(view: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The view's table as arrays, a run of equal values (ties in validation) kept at its upper
     end so that such a value is never called more typical than it is; computed once per view."""
-    cached = view.get("_arrays")
-    if cached is None:
+    key = id(view)
+    cached = _TABLES.get(key)
+    if cached is None or cached[0] is not view:
         table, pct = np.asarray(view["table"]), np.asarray(view["percentiles"])
         last = np.append(np.diff(table) > 0, True)
-        cached = view["_arrays"] = (table[last], pct[last])
-    return cached  # type: ignore[no-any-return]
+        cached = _TABLES[key] = (view, table[last], pct[last])
+    return cached[1], cached[2]
+
+
+# id(view) → (the view, its table's arrays); the view is kept so that its id is not reused. The
+# card stays plain JSON (GET /models serves it as it is).
+_TABLES: dict[int, tuple[dict[str, Any], np.ndarray, np.ndarray]] = {}
 
 
 @dataclass(frozen=True)
