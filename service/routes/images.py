@@ -5,21 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from service.deps import work_state
-from service.registry import AUTOENCODER, ENCODER, Model
-from service.routes._io import image_response, model_with_code, pixels_body
-from service.routes._route import RequestOnlyRoute
+from service import imaging
+from service.calls import Call, Reply, json_reply
+from service.core import WorkRoute
+from service.errors import BadParameter, NoCode
+from service.registry import AUTOENCODER, ENCODER, Model, Registry
+from service.routes._route import RequestOnlyRoute, endpoint
 from service.schemas import CodeResponse, ErrorResponse, PixelsResponse
-from service.state import ServiceState
 
-# These routes take the request alone and read their query parameters and the API key themselves,
-# and FastAPI calls them directly (RequestOnlyRoute): its dependency solving and generic handler cost
-# more per request than the PNG decode (docs/benchmarks.md). The OpenAPI schema still documents the
-# parameters (_PARAMETERS).
+# The request core answers these routes (service/core.py); FastAPI declares them for the OpenAPI
+# schema, which documents their parameters and bodies (_PARAMETERS, _IMAGE_BODY).
 router = APIRouter(tags=["images"], route_class=RequestOnlyRoute)
 
 # The same parsing as every FastAPI-declared boolean elsewhere in the API (pydantic's lax mode).
@@ -50,32 +49,56 @@ _PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-def _flag(request: Request, name: str) -> bool:
-    value = request.query_params.get(name)
+def _flag(call: Call, name: str) -> bool:
+    value = call.query(name)
     if value is None:
         return False
     try:
         return _BOOL.validate_python(value)
     except ValidationError:
-        raise HTTPException(
-            422, f"query parameter {name!r} must be true or false, not {value[:40]!r}"
-        ) from None
+        raise BadParameter(f"query parameter {name!r} must be true or false, not {value[:40]!r}") from None
 
 
-async def _images(
-    request: Request, *, batch: bool, needs_code: bool
-) -> tuple[ServiceState, Model, np.ndarray]:
-    """The checks and inputs every image route shares: key, readiness, model, decoded uploads."""
-    state = work_state(request)
-    model_id = request.query_params.get("model") or None
-    registry = state.registry
-    if needs_code:
-        chosen = model_with_code(registry, model_id or registry.default_code_model)
-    else:
-        chosen = registry.get(model_id)
-    resize, invert = _flag(request, "resize"), _flag(request, "invert")
-    images = await state.intake.images(request, batch=batch, resize=resize, invert=invert)
-    return state, chosen, images
+def model_with_code(registry: Registry, model_id: str | None) -> Model:
+    """The model, or 422 when it has no encoder/decoder (a ``unet`` or ``s2d``)."""
+    model = registry.get(model_id or registry.default_code_model)
+    if not model.has_code:
+        raise NoCode(
+            f"model {model.id!r} (arch {model.arch}) has no latent code, so it cannot encode or decode; "
+            f"models with codes: {', '.join(registry.with_codes()) or 'none'}"
+        )
+    return model
+
+
+def pixels_body(model: Model, image: np.ndarray) -> dict[str, object]:
+    """The JSON form of one [28, 28] (or [1, 28, 28]) image."""
+    pixels = np.asarray(image, dtype=np.float32).reshape(imaging.SIDE, imaging.SIDE)
+    return {"model": model.id, "shape": [imaging.SIDE, imaging.SIDE], "pixels": pixels.tolist()}
+
+
+def image_reply(call: Call, model: Model, image: np.ndarray) -> Reply:
+    """PNG, or JSON pixels when the client asks for ``application/json``."""
+    if call.wants_json:
+        return json_reply(pixels_body(model, image))
+    png = imaging.encode_png(np.asarray(image).reshape(imaging.SIDE, imaging.SIDE))
+    return Reply(png, "image/png", {"X-Model": model.id})
+
+
+async def _images(call: Call, *, batch: bool, needs_code: bool) -> tuple[Model, np.ndarray]:
+    """What every image route shares: the model, then the decoded uploads."""
+    registry = call.state.registry
+    model_id = call.query("model") or None
+    chosen = model_with_code(registry, model_id) if needs_code else registry.get(model_id)
+    resize, invert = _flag(call, "resize"), _flag(call, "invert")
+    images = await call.state.intake.images(
+        call.body,
+        call.header("content-type"),
+        call.header("content-encoding"),
+        batch=batch,
+        resize=resize,
+        invert=invert,
+    )
+    return chosen, images
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -117,62 +140,73 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
+def _code_body(model: Model, code: np.ndarray) -> dict[str, object]:
+    return {"model": model.id, "shape": list(model.code_shape or ()), "code": code.reshape(-1).tolist()}
+
+
+async def denoise(call: Call) -> Reply:
+    """Denoise one 28×28 image."""
+    chosen, images = await _images(call, batch=False, needs_code=False)
+    output = await call.state.infer(chosen, AUTOENCODER, images)
+    return image_reply(call, chosen, output[0])
+
+
+async def denoise_batch(call: Call) -> Reply:
+    """Denoise several images; one result per file, in order."""
+    chosen, images = await _images(call, batch=True, needs_code=False)
+    outputs = await call.state.infer(chosen, AUTOENCODER, images)
+    return json_reply([pixels_body(chosen, out) for out in outputs])
+
+
+async def encode(call: Call) -> Reply:
+    """The latent code of one image."""
+    chosen, images = await _images(call, batch=False, needs_code=True)
+    codes = await call.state.infer(chosen, ENCODER, images)
+    return json_reply(_code_body(chosen, codes[0]))
+
+
+async def encode_batch(call: Call) -> Reply:
+    """The latent codes of several images; one per file, in order."""
+    chosen, images = await _images(call, batch=True, needs_code=True)
+    codes = await call.state.infer(chosen, ENCODER, images)
+    return json_reply([_code_body(chosen, code) for code in codes])
+
+
+WORK = [
+    WorkRoute("POST", "/denoise", denoise),
+    WorkRoute("POST", "/denoise/batch", denoise_batch),
+    WorkRoute("POST", "/encode", encode),
+    WorkRoute("POST", "/encode/batch", encode_batch),
+]
+
+_PNG_OR_PIXELS = {
+    "content": {"image/png": {}, "application/json": {"schema": PixelsResponse.model_json_schema()}}
+}
+router.post(
     "/denoise",
     response_class=Response,
-    responses={
-        200: {
-            "content": {"image/png": {}, "application/json": {"schema": PixelsResponse.model_json_schema()}}
-        },
-        **_ERRORS,
-    },
+    responses={200: _PNG_OR_PIXELS, **_ERRORS},
     openapi_extra=_IMAGE_BODY,
     summary="Denoise one 28×28 image",
-)
-async def denoise(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=False, needs_code=False)
-    output = await state.infer(chosen, AUTOENCODER, images)
-    return image_response(request, chosen, output[0])
-
-
-@router.post(
+)(endpoint(denoise))
+router.post(
     "/denoise/batch",
     response_model=list[PixelsResponse],
     responses=_ERRORS,
     openapi_extra=_BATCH_BODY,
     summary="Denoise several images; one result per file, in order",
-)
-async def denoise_batch(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=True, needs_code=False)
-    outputs = await state.infer(chosen, AUTOENCODER, images)
-    return JSONResponse([pixels_body(chosen, out) for out in outputs])
-
-
-def _code_body(model: Model, code: np.ndarray) -> dict[str, object]:
-    return {"model": model.id, "shape": list(model.code_shape or ()), "code": code.reshape(-1).tolist()}
-
-
-@router.post(
+)(endpoint(denoise_batch))
+router.post(
     "/encode",
     response_model=CodeResponse,
     responses=_ERRORS,
     openapi_extra=_IMAGE_BODY,
     summary="The latent code of one image",
-)
-async def encode(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=False, needs_code=True)
-    codes = await state.infer(chosen, ENCODER, images)
-    return JSONResponse(_code_body(chosen, codes[0]))
-
-
-@router.post(
+)(endpoint(encode))
+router.post(
     "/encode/batch",
     response_model=list[CodeResponse],
     responses=_ERRORS,
     openapi_extra=_BATCH_BODY,
     summary="The latent codes of several images; one per file, in order",
-)
-async def encode_batch(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=True, needs_code=True)
-    codes = await state.infer(chosen, ENCODER, images)
-    return JSONResponse([_code_body(chosen, code) for code in codes])
+)(endpoint(encode_batch))
