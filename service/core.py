@@ -173,14 +173,14 @@ class Core:
         extra = [(b"x-request-id", request_id.encode())]
         if self.served_by is not None:
             extra.append((b"x-served-by", self.served_by))
-        if self.cors:
-            extra += self._cors_headers(headers)
         path = scope["path"]
         matched = self.router.match(scope["method"], path)
         status = 500
         template = matched[0].template if matched is not None else UNMATCHED_ROUTE
         try:
             if matched is not None:
+                if self.cors:  # FastAPI's CORS middleware answers the other routes
+                    extra += self._cors_headers(headers)
                 status = await self._work(scope, receive, send, headers, extra, *matched)
             else:
                 status, template = await self._cold(scope, receive, send, headers, extra)
