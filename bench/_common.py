@@ -27,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "multipart.lua"
+BODY_LUA = ROOT / "bench" / "body.lua"
 HOST = "127.0.0.1"
 
 
@@ -199,8 +200,12 @@ def wrk(
     connections: int,
     seconds: float,
     timeout_s: int = 10,
+    script: Path = LUA,
+    script_args: Sequence[str] = (),
 ) -> WrkResult:
-    """One ``wrk`` run (one thread: wrk must not take the cores the server needs) of multipart uploads."""
+    """One ``wrk`` run (one thread: wrk must not take the cores the server needs): multipart uploads
+    of ``image``, or with ``script=BODY_LUA`` the file as the raw body (``script_args``: its
+    Content-Type and one optional header)."""
     argv = [
         "wrk",
         "-t1",
@@ -208,10 +213,11 @@ def wrk(
         f"-d{max(1, round(seconds))}s",
         f"--timeout={timeout_s}s",
         "-s",
-        str(LUA),
+        str(script),
         url,
         "--",
         str(image),
+        *script_args,
     ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
@@ -233,10 +239,18 @@ def wrk(
     )
 
 
-def load_test(server: Server, path: str, image: Path, connections: int, seconds: float) -> WrkResult:
+def load_test(
+    server: Server,
+    path: str,
+    image: Path,
+    connections: int,
+    seconds: float,
+    script: Path = LUA,
+    script_args: Sequence[str] = (),
+) -> WrkResult:
     """:func:`wrk` against ``server``, with the server's CPU time per request."""
     before = server.cpu_seconds()
-    result = wrk(f"{server.url}{path}", image, connections, seconds)
+    result = wrk(f"{server.url}{path}", image, connections, seconds, script=script, script_args=script_args)
     result.server_cpu_ms = (server.cpu_seconds() - before) * 1000 / max(1, result.requests)
     return result
 

@@ -22,6 +22,12 @@ def _default_models_dir() -> Path:
     return _CHECKOUT_MODELS if _CHECKOUT_MODELS.is_dir() else Path("models")
 
 
+# Resident memory of one ready ae-serve process with the shipped models, warmed up, after 20,000
+# requests at concurrency 64 (docs/benchmarks.md), rounded up; and what one open connection costs.
+READY_MIB = 160
+CONNECTION_KIB = 24
+
+
 class Settings(BaseSettings):
     """Configuration of one service process; see docs/api.md for the table."""
 
@@ -112,6 +118,18 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+
+    def worst_case_memory_mib(self) -> float:
+        """The most resident memory that clients can make one process hold (docs/api.md, "Memory budget").
+
+        The process when ready (the runtime, the models, their warmed-up arenas), plus the request
+        bodies held at once (each held up to three times while a multipart body is parsed into
+        its parts and files), plus the decode budget, plus the connections' buffers. Everything
+        else a request holds (its 28×28 arrays and replies) is bounded by these.
+        """
+        bodies = 3 * self.body_buffer_mb
+        connections = self.max_connections * CONNECTION_KIB / 1024
+        return self.workers * (READY_MIB + bodies + self.decode_memory_mb + connections)
 
     @model_validator(mode="before")
     @classmethod

@@ -179,8 +179,7 @@ def _in_flight(server: LiveServer) -> float:
 
 
 TRICKLED = (
-    b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
-    b"Content-Length: 100000\r\n\r\n\x89PNG"
+    b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n\x89PNG"
 )
 
 
