@@ -127,16 +127,37 @@ class Server:
         raise RuntimeError("no VmRSS line")
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system, all threads) the server has used so far, from /proc/<pid>/stat.
+        """CPU time (user + system, all threads) the server and its child processes (granian's and
+        LitServe's workers) have used so far, from /proc/<pid>/stat.
 
         On a machine shared with other jobs, CPU time per request moves far less than wall time.
         """
-        return process_cpu_seconds(self.proc.pid)
+        return sum(process_cpu_seconds(pid) for pid in _process_tree(self.proc.pid))
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every live descendant, from the parent ids in /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
 
 
 def process_cpu_seconds(pid: int) -> float:
     # Fields after the parenthesised command name; utime and stime are the 12th and 13th of those.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0  # ended meanwhile
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -46,6 +46,11 @@ def create_echo_app(settings: Settings) -> Any:
     return app
 
 
+def echo_app() -> Any:
+    """The echo app with the ``AE_*`` settings, for servers that take a factory (granian --factory)."""
+    return create_echo_app(Settings())
+
+
 def main() -> None:
     settings = Settings()
     # Keep in step with service.main.run: the comparison is only fair on identical server settings.

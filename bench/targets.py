@@ -11,6 +11,8 @@ each figure is the median round. onnxruntime alone (the same graph, two intra-op
   image as float32);
 - ``base`` / ``base-v2``: the same two on another checkout (``--base``, e.g. the commit before the
   request core: ``git worktree add /tmp/base 06215d7``);
+- ``granian-echo`` / ``granian``: with ``--granian``, the raw echo and ``ae-serve``'s app under
+  granian (Rust, hyper) instead of uvicorn, to choose the HTTP server by measurement;
 - ``litserve``: LitServe serving the same ONNX file with its own batching (bench/peers/), when
   ``--litserve-python`` names a Python that has ``litserve`` (``make bench`` makes one).
 
@@ -31,9 +33,10 @@ import numpy as np
 from PIL import Image
 
 from bench._common import (
+    BIN,
     BODY_LUA,
-    LUA,
     ECHO_ARGV,
+    LUA,
     ROOT,
     SERVICE_ARGV,
     Server,
@@ -50,6 +53,11 @@ from bench._common import (
 from bench.ort_alone import open_session, rate_and_cpu
 
 ORT_THREADS = 2
+# One worker process, one Python thread, uvloop: ae-serve's shape under granian.
+GRANIAN = (
+    "exec {bin}/granian --interface asgi --factory --workers 1 --loop uvloop --no-ws --log-level warning "
+    '--host "$AE_HOST" --port "$AE_PORT" {target}'
+)
 ORT_BATCH = 32
 
 
@@ -86,6 +94,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--base", type=Path, help="another checkout to serve as 'base' (PYTHONPATH)")
     parser.add_argument("--litserve-python", type=Path, help="a Python with litserve installed")
+    parser.add_argument("--granian", action="store_true", help="also serve both apps with granian")
     parser.add_argument("--env", nargs="*", default=[], help="AE_* settings for ae-serve")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -112,6 +121,15 @@ def main() -> None:
             base = stack.enter_context(serve("base", SERVICE_ARGV, base_env))
             servers["base"] = (base, f"/denoise?model={model}", image, ())
             servers["base-v2"] = (base, f"/v2/models/{model}/infer", tensor, v2)
+        if args.granian:
+            for label, target, ready in (
+                ("granian-echo", "bench.echo_app:echo_app", "/healthz"),
+                ("granian", "service.main:create_app", "/readyz"),
+            ):
+                argv = ["sh", "-c", GRANIAN.format(bin=BIN, target=target)]
+                server = stack.enter_context(serve(label, argv, env, ready_path=ready))
+                path, body, extra = servers["echo" if label == "granian-echo" else "denoise"][1:]
+                servers[label] = (server, path, body, extra)
         if args.litserve_python is not None:
             argv = [str(args.litserve_python), str(ROOT / "bench" / "peers" / "litserve_app.py")]
             peer_env = {"PEER_MODEL": str(ROOT / "models" / model / "autoencoder.onnx")}
@@ -155,6 +173,9 @@ def main() -> None:
     if "base" in best:
         ratios["denoise ÷ base denoise"] = best["denoise"].rps / best["base"].rps
         ratios["v2 ÷ base v2"] = best["v2"].rps / best["base-v2"].rps
+    if "granian" in best:
+        ratios["granian ÷ uvicorn, echo"] = best["granian-echo"].rps / best["echo"].rps
+        ratios["granian ÷ uvicorn, denoise"] = best["granian"].rps / best["denoise"].rps
     if "litserve" in best:
         ratios["denoise ÷ LitServe"] = best["denoise"].rps / best["litserve"].rps
     print(f"\nideal req/s = 1 / (1/echo + 1/onnxruntime) = {ideal:,.0f}")

@@ -5,9 +5,9 @@ None of these needs a running engine, so they run wherever the suite runs.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
-import re
 import sys
 from pathlib import Path
 

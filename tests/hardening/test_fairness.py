@@ -30,7 +30,7 @@ async def _normal_denoise(server: LiveServer, png: bytes) -> tuple[int, float]:
 
 
 async def _trickle(server: LiveServer, hold: asyncio.Event) -> None:
-    reader, writer = await asyncio.open_connection(*address(server))
+    _reader, writer = await asyncio.open_connection(*address(server))
     try:
         writer.write(
             b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
