@@ -6,11 +6,13 @@ because the figures of a 2-core machine shared with other jobs mean little witho
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
 import os
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -182,19 +184,30 @@ def serve(
     log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
     with log.open("wb") as sink:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        # A session of its own: stopping it stops its worker processes too (LitServe's, granian's).
+        proc = subprocess.Popen(
+            argv, env=full_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_ready(proc, port, ready_path, timeout=120)
             server = Server(name, port, proc, time.perf_counter() - started, log)
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
     log.unlink(missing_ok=True)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their parent
 
 
 @dataclass

@@ -130,16 +130,22 @@ def main() -> None:
                 server = stack.enter_context(serve(label, argv, env, ready_path=ready))
                 path, body, extra = servers["echo" if label == "granian-echo" else "denoise"][1:]
                 servers[label] = (server, path, body, extra)
-        if args.litserve_python is not None:
-            argv = [str(args.litserve_python), str(ROOT / "bench" / "peers" / "litserve_app.py")]
-            peer_env = {"PEER_MODEL": str(ROOT / "models" / model / "autoencoder.onnx")}
-            peer = stack.enter_context(serve("litserve", argv, peer_env, ready_path="/health"))
-            servers["litserve"] = (peer, "/predict", image, ())
+        peer_argv = [str(args.litserve_python), str(ROOT / "bench" / "peers" / "litserve_app.py")]
+        peer_env = {"PEER_MODEL": str(ROOT / "models" / model / "autoencoder.onnx")}
         for round_ in range(args.rounds):
             ort_rounds.append(rate_and_cpu(session, ORT_BATCH, seconds=2.0)[0])
-            for label, (server, path, body, extra) in servers.items():
+            measured = list(servers.items())
+            if args.litserve_python is not None:
+                measured.append(("litserve", (None, "/predict", image, ())))  # type: ignore[arg-type]
+            for label, (server, path, body, extra) in measured:
                 script = BODY_LUA if extra else LUA
-                r = load_test(server, path, body, c, args.seconds, script=script, script_args=extra)
+                if label == "litserve":
+                    # Its inference workers poll their queues even when idle: it is up only while
+                    # it is measured, so that it takes nothing from the others.
+                    with serve("litserve", peer_argv, peer_env, ready_path="/health") as peer:
+                        r = load_test(peer, path, body, c, args.seconds)
+                else:
+                    r = load_test(server, path, body, c, args.seconds, script=script, script_args=extra)
                 runs.setdefault(label, []).append(r)
                 print(
                     f"round {round_ + 1} {label}: {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, "

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
 from service.core import REQUEST_ID_HEADER, SERVED_BY_HEADER, Core
@@ -65,6 +65,17 @@ class App(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         state: ServiceState = self.state.service
         return Core(super().build_middleware_stack(), state, WORK_ROUTES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP goes straight to the core: FastAPI's own __call__ checks its optional telemetry on
+        # every request (about 1 % of the event loop's time), which this service does not use.
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
 
 
 def create_app(
