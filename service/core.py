@@ -201,15 +201,17 @@ class Core:
     ) -> int:
         path = scope["path"]
         reserved = 0
+        body_read = False
         try:
             try:
                 if not self.state.ready:
                     raise errors.NotReady("not ready: the models are loading")
                 check_api_key(self.state, headers)
                 body, reserved = await self._read_body(receive, headers)
+                body_read = True
                 self._admit(path)
             except errors.ServiceError as exc:
-                return await self._fail(send, exc, path, extra, body_unread=True)
+                return await self._fail(send, exc, path, extra, body_unread=not body_read)
             self.in_flight += 1
             self.metrics.in_flight.inc()
             try:
@@ -246,11 +248,14 @@ class Core:
         status = 500
         started = False
         try:
+            body_read = False
             try:
                 body, reserved = await self._read_body(receive, headers)
+                body_read = True
                 self._admit(path)
             except errors.ServiceError as exc:
-                return await self._fail(send, exc, path, extra, body_unread=True), UNMATCHED_ROUTE
+                status = await self._fail(send, exc, path, extra, body_unread=not body_read)
+                return status, UNMATCHED_ROUTE
             if body:
                 receive = _replay(body, receive)
 
@@ -272,7 +277,7 @@ class Core:
                 logger.exception("unhandled error", extra={"fields": {"request_id": extra[0][1].decode()}})
                 status = 500
                 if not started:
-                    await self._fail(send, RuntimeError("unhandled"), path, extra)
+                    await self._send_error(send, errors.Failure(500, "internal server error"), path, extra)
             finally:
                 if counted:
                     self.in_flight -= 1
@@ -366,10 +371,21 @@ class Core:
             failure = errors.Failure(500, "internal server error")
         if failure.reason is not None:
             self.metrics.rejections.labels(failure.reason).inc()
+        return await self._send_error(send, failure, path, extra, close=body_unread)
+
+    async def _send_error(
+        self,
+        send: Send,
+        failure: errors.Failure,
+        path: str,
+        extra: list[tuple[bytes, bytes]],
+        *,
+        close: bool = False,
+    ) -> int:
         body = errors.error_body(failure.message, path)
         out = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *extra]
         out += [(name.lower().encode(), value.encode()) for name, value in failure.headers.items()]
-        if body_unread and _CLOSE not in out:
+        if close and _CLOSE not in out:
             out.append(_CLOSE)
         await send({"type": "http.response.start", "status": failure.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
