@@ -78,8 +78,17 @@ compose-up:
 compose-down:
 	docker compose down --remove-orphans
 
-bench: install-dev system-deps
-	$(BIN)/python -m bench.run_all
+# The peers of bench.targets live apart: LitServe in its own venv, granian in the `bench` extra.
+PEERS := .venv-peers
+$(PEERS)/.installed:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --disable-pip-version-check -q 'litserve==0.2.19' python-multipart onnxruntime numpy pillow
+	@touch $@
+
+bench: install-dev system-deps $(PEERS)/.installed
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]'
+	git worktree add --detach .bench-base 06215d7 2>/dev/null || true
+	$(BIN)/python -m bench.run_all --base .bench-base --litserve-python $(PEERS)/bin/python
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -6,11 +6,13 @@ because the figures of a 2-core machine shared with other jobs mean little witho
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
 import os
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -27,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "multipart.lua"
+BODY_LUA = ROOT / "bench" / "body.lua"
 HOST = "127.0.0.1"
 
 
@@ -126,16 +129,37 @@ class Server:
         raise RuntimeError("no VmRSS line")
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system, all threads) the server has used so far, from /proc/<pid>/stat.
+        """CPU time (user + system, all threads) the server and its child processes (granian's and
+        LitServe's workers) have used so far, from /proc/<pid>/stat.
 
         On a machine shared with other jobs, CPU time per request moves far less than wall time.
         """
-        return process_cpu_seconds(self.proc.pid)
+        return sum(process_cpu_seconds(pid) for pid in _process_tree(self.proc.pid))
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every live descendant, from the parent ids in /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
 
 
 def process_cpu_seconds(pid: int) -> float:
     # Fields after the parenthesised command name; utime and stime are the 12th and 13th of those.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0  # ended meanwhile
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -160,19 +184,30 @@ def serve(
     log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
     with log.open("wb") as sink:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=full_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        # A session of its own: stopping it stops its worker processes too (LitServe's, granian's).
+        proc = subprocess.Popen(
+            argv, env=full_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_ready(proc, port, ready_path, timeout=120)
             server = Server(name, port, proc, time.perf_counter() - started, log)
             yield server
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
     log.unlink(missing_ok=True)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their parent
 
 
 @dataclass
@@ -199,8 +234,12 @@ def wrk(
     connections: int,
     seconds: float,
     timeout_s: int = 10,
+    script: Path = LUA,
+    script_args: Sequence[str] = (),
 ) -> WrkResult:
-    """One ``wrk`` run (one thread: wrk must not take the cores the server needs) of multipart uploads."""
+    """One ``wrk`` run (one thread: wrk must not take the cores the server needs): multipart uploads
+    of ``image``, or with ``script=BODY_LUA`` the file as the raw body (``script_args``: its
+    Content-Type and one optional header)."""
     argv = [
         "wrk",
         "-t1",
@@ -208,10 +247,11 @@ def wrk(
         f"-d{max(1, round(seconds))}s",
         f"--timeout={timeout_s}s",
         "-s",
-        str(LUA),
+        str(script),
         url,
         "--",
         str(image),
+        *script_args,
     ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
@@ -233,10 +273,18 @@ def wrk(
     )
 
 
-def load_test(server: Server, path: str, image: Path, connections: int, seconds: float) -> WrkResult:
+def load_test(
+    server: Server,
+    path: str,
+    image: Path,
+    connections: int,
+    seconds: float,
+    script: Path = LUA,
+    script_args: Sequence[str] = (),
+) -> WrkResult:
     """:func:`wrk` against ``server``, with the server's CPU time per request."""
     before = server.cpu_seconds()
-    result = wrk(f"{server.url}{path}", image, connections, seconds)
+    result = wrk(f"{server.url}{path}", image, connections, seconds, script=script, script_args=script_args)
     result.server_cpu_ms = (server.cpu_seconds() - before) * 1000 / max(1, result.requests)
     return result
 

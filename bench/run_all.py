@@ -22,6 +22,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--quick", action="store_true", help="short runs: a smoke test, not figures")
+    parser.add_argument("--base", type=Path, help="checkout to compare against (bench.targets --base)")
+    parser.add_argument("--litserve-python", type=Path, help="a Python with litserve (bench.targets)")
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -35,11 +37,19 @@ def main() -> None:
         "profile": ["--seconds", "5"],
         "stages": ["--seconds", "0.1", "--windows", "2"],
         "denoisers": ["--rounds", "1", "--seconds", "0.05"],
+        "targets": ["--rounds", "1", "--seconds", "2"],
     }
     print(f"machine at the start: {machine_state()}", flush=True)
-    for name in ("ort_alone", "throughput", "batching", "cold_start", "profile", "stages", "denoisers"):
+    names = ("targets", "ort_alone", "throughput", "batching", "cold_start", "profile", "stages", "denoisers")
+    for name in names:
         argv = [sys.executable, "-m", f"bench.{name}"]
-        if name == "profile":
+        if name == "targets":
+            argv += ["--json", str(shown / "targets.json"), "--granian"]
+            if args.base is not None:
+                argv += ["--base", str(args.base)]
+            if args.litserve_python is not None:
+                argv += ["--litserve-python", str(args.litserve_python)]
+        elif name == "profile":
             argv += ["--svg", str(shown / "flame.svg")]
         elif name == "stages":
             pass  # prints its table only

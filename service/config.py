@@ -22,6 +22,12 @@ def _default_models_dir() -> Path:
     return _CHECKOUT_MODELS if _CHECKOUT_MODELS.is_dir() else Path("models")
 
 
+# Resident memory of one ready ae-serve process with the shipped models, warmed up, after 20,000
+# requests at concurrency 64 (docs/benchmarks.md), rounded up; and what one open connection costs.
+READY_MIB = 160
+CONNECTION_KIB = 24
+
+
 class Settings(BaseSettings):
     """Configuration of one service process; see docs/api.md for the table."""
 
@@ -79,18 +85,28 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Connections and requests (docs/api.md, "Limits"): every one ends in bounded time and memory.
-    # A body must arrive completely within this many seconds of its headers (408, then close).
+    # A body must arrive completely within this many seconds of its headers (408, then close) ...
     body_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # ... and, once this grace period has passed, at no less than this average rate (bytes/s), as
+    # Kestrel's MinRequestBodyDataRate: a trickled body is cut in seconds, not at the deadline.
+    min_body_rate: int = Field(default=240, ge=1)
+    body_rate_grace_s: float = Field(default=2.0, ge=0, le=3600)
+    # Request bodies held in memory by all requests together (declared lengths are reserved up
+    # front); past it 503 + Retry-After. With AE_DECODE_MEMORY_MB this bounds the memory that
+    # clients can make the service hold (docs/api.md, "Memory budget").
+    body_buffer_mb: int = Field(default=32, ge=1)
     # The request line and headers must arrive within this many seconds (408, then close); an idle
     # new connection that sends nothing is closed after the same time.
     header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     # Request line plus headers, in bytes, and the number of header lines (431, then close).
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     max_headers: int = Field(default=100, ge=8, le=10_000)
-    # Requests being handled at once (from headers to the end of the response); past it 503 +
-    # Retry-After at once. Probes (/healthz, /readyz, /metrics) are never refused.
+    # Requests admitted at once (body read, until the end of the response); past it 503 +
+    # Retry-After at once. Probes (/healthz, /readyz, /metrics) are never refused. A request that
+    # is still sending its body is not counted: it does no work yet.
     max_concurrent_requests: int = Field(default=256, ge=1)
-    # Open connections (uvicorn's limit_concurrency); past it uvicorn answers 503 and closes.
+    # Open connections; a new one past the cap closes the longest-idle connection, or gets 503
+    # and is closed when none is idle (service/protocol.py).
     max_connections: int = Field(default=1024, ge=1)
     # Idle keep-alive connections close after this; below the idle timeout of a load balancer in
     # front (deploy/nginx/nginx.conf keeps its upstream connections idle for at most 4 s).
@@ -98,9 +114,25 @@ class Settings(BaseSettings):
     # On SIGTERM, requests in flight get this long to finish (deploy/k8s adds the preStop pause).
     shutdown_timeout_s: int = Field(default=30, ge=0, le=3600)
 
+    # When set, every response carries it as X-Served-By (which replica and node answered: the
+    # Ray Serve deployment sets it per replica, deploy/ray/).
+    served_by: str | None = None
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+
+    def worst_case_memory_mib(self) -> float:
+        """The most resident memory that clients can make one process hold (docs/api.md, "Memory budget").
+
+        The process when ready (the runtime, the models, their warmed-up arenas), plus the request
+        bodies held at once (each held up to three times while a multipart body is parsed into
+        its parts and files), plus the decode budget, plus the connections' buffers. Everything
+        else a request holds (its 28×28 arrays and replies) is bounded by these.
+        """
+        bodies = 3 * self.body_buffer_mb
+        connections = self.max_connections * CONNECTION_KIB / 1024
+        return self.workers * (READY_MIB + bodies + self.decode_memory_mb + connections)
 
     @model_validator(mode="before")
     @classmethod

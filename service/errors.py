@@ -1,26 +1,85 @@
-"""Domain errors → HTTP responses: the one place that decides their status codes.
+"""Domain errors → HTTP responses: the one place that decides status codes and writes error bodies.
 
-The modules below the routes raise their own exceptions (imaging, intake, registry, batching,
-state know nothing of HTTP). :func:`classify` gives each its status, message and headers; the REST
-routes answer ``{"detail": ...}`` (:func:`install_error_handlers`) and the v2 routes answer the
-protocol's ``{"error": ...}`` (service/routes/v2.py) from the same classification.
+Everything below the routes raises its own exceptions (imaging, intake, registry, batching, state,
+v2_protocol know nothing of HTTP), and so do the request core's limits. :func:`classify` gives each
+its status, message and headers; :func:`error_body` writes the body every error response of the service
+has: ``{"detail": ...}`` on the REST routes, the protocol's ``{"error": ...}`` under ``/v2``. The
+request core (service/core.py), FastAPI's exception handlers for the other routes and the HTTP
+protocol's header-phase refusals (service/protocol.py) all answer through :func:`error_body`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service import imaging, intake
 from service.batching import BatcherClosed, QueueFull
 from service.registry import UnknownModel
-from service.state import NonFiniteOutput, ServiceState
+from service.state import NonFiniteOutput
 from service.v2_protocol import ProtocolError
+
+V2_PREFIX = "/v2"
+
+
+class ServiceError(Exception):
+    """An error of the service's own (not of one input): its status travels with it."""
+
+    status = 500
+    headers: dict[str, str] = {}  # noqa: RUF012 (read-only class default)
+    reason: str | None = None  # what it counts as in ae_rejections_total, if it is a refusal
+
+
+class NotReady(ServiceError):
+    status, headers, reason = 503, {"Retry-After": "1"}, "not_ready"
+
+
+class Unauthorized(ServiceError):
+    status, headers, reason = 401, {"WWW-Authenticate": "Bearer"}, "unauthorized"
+
+
+class BodyTooLarge(ServiceError):
+    status, headers, reason = 413, {"Connection": "close"}, "body_too_large"
+
+
+class BodyTimeout(ServiceError):
+    status, headers, reason = 408, {"Connection": "close"}, "body_timeout"
+
+
+class TooManyRequests(ServiceError):
+    status, headers, reason = 503, {"Retry-After": "1"}, "too_many_requests"
+
+
+class BodyBufferFull(ServiceError):
+    status, headers, reason = 503, {"Retry-After": "1", "Connection": "close"}, "body_buffer_full"
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class BadParameter(ServiceError):
+    """A query parameter with a value the route does not take."""
+
+    status = 422
+
+
+class NoCode(ServiceError):
+    """A model without encoder and decoder asked for a code."""
+
+    status = 422
+
+
+class ReloadFailed(ServiceError):
+    """A reload found a model directory it could not load; the old models keep serving."""
+
+    status = 422
+
 
 _STATUS: dict[type[Exception], int] = {
     imaging.UndecodableImage: 400,
@@ -32,7 +91,6 @@ _STATUS: dict[type[Exception], int] = {
     intake.InvalidInput: 422,
     NonFiniteOutput: 422,
 }
-# What each refusal counts as in ae_rejections_total.
 _REJECTION = {QueueFull: "queue_full", intake.DecodeBusy: "decode_busy"}
 
 
@@ -41,49 +99,67 @@ class Failure:
     status: int
     message: str
     headers: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # the ae_rejections_total label, for refusals
 
 
 def classify(exc: Exception) -> Failure | None:
     """The response an error deserves, or None for one that is not the client's (a real 500)."""
-    if isinstance(exc, HTTPException):  # readiness, API key, body limit, FastAPI's own
-        return Failure(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    if isinstance(exc, ServiceError):
+        return Failure(exc.status, str(exc), dict(exc.headers), exc.reason)
     if isinstance(exc, ProtocolError):
         return Failure(exc.status, str(exc))
     if isinstance(exc, QueueFull | intake.DecodeBusy):
-        return Failure(503, str(exc), {"Retry-After": str(exc.retry_after)})
+        reason = _REJECTION[type(exc)]
+        return Failure(503, str(exc), {"Retry-After": str(exc.retry_after)}, reason)
     if isinstance(exc, BatcherClosed):
         return Failure(503, f"service is shutting down ({exc})", {"Retry-After": "1"})
+    if isinstance(exc, HTTPException):  # Starlette's own: 404/405 of unknown paths and methods
+        return Failure(exc.status_code, str(exc.detail), dict(exc.headers or {}))
     for kind, status in _STATUS.items():
         if isinstance(exc, kind):
             return Failure(status, str(exc))
     return None
 
 
-def count_rejection(request: Request, exc: Exception) -> None:
-    for kind, reason in _REJECTION.items():
-        if isinstance(exc, kind):
-            state: ServiceState = request.app.state.service
-            state.metrics.rejections.labels(reason).inc()
+def is_v2(path: str) -> bool:
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
-# Every error type :func:`classify` answers, for the handlers and the v2 route.
+def error_body(message: str, path: str) -> bytes:
+    """The JSON body of an error response: ``{"error"}`` under /v2, else ``{"detail"}``."""
+    return json.dumps({"error" if is_v2(path) else "detail": message}).encode()
+
+
+# Every error type :func:`classify` answers, for FastAPI's handlers.
 HANDLED: tuple[type[Exception], ...] = (
     *_STATUS,
+    ServiceError,
     ProtocolError,
     QueueFull,
     intake.DecodeBusy,
     BatcherClosed,
+    HTTPException,
 )
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
     failure = classify(exc)
-    assert failure is not None
-    count_rejection(request, exc)
-    return JSONResponse({"detail": failure.message}, status_code=failure.status, headers=failure.headers)
+    if failure is None:  # pragma: no cover - HANDLED lists only classified types
+        raise exc
+    if failure.reason is not None:
+        request.app.state.service.metrics.rejections.labels(failure.reason).inc()
+    body = error_body(failure.message, request.url.path)
+    return Response(body, failure.status, failure.headers, media_type="application/json")
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    # FastAPI's own validation of a declared parameter (the cold routes): one line, 422.
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    parts = [f"{'.'.join(map(str, e.get('loc', ()))) or 'request'}: {e.get('msg')}" for e in errors[:3]]
+    return await _handle(request, BadParameter("; ".join(parts) or "invalid request"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    handler: Callable[[Request, Exception], Awaitable[Response]] = _handle
     for kind in HANDLED:
-        app.add_exception_handler(kind, handler)
+        app.add_exception_handler(kind, _handle)
+    app.add_exception_handler(RequestValidationError, _invalid_request)

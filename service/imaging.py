@@ -29,6 +29,8 @@ import functools
 import io
 import struct
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import pyspng
@@ -317,12 +319,33 @@ def decode_common(data: bytes, *, invert: bool = False) -> np.ndarray | None:
     return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
-def decode_image(data: bytes, *, max_pixels: int, resize: bool = False, invert: bool = False) -> np.ndarray:
-    """:func:`decode_common`, or :func:`open_image` then :func:`to_array`."""
+def _unbudgeted(nbytes: int) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    resize: bool = False,
+    invert: bool = False,
+    reserve: Callable[[int], AbstractContextManager[None]] = _unbudgeted,
+) -> np.ndarray:
+    """Upload bytes → float32 [28, 28]: :func:`decode_common`, or :func:`open_image` then :func:`to_array`
+    while holding ``reserve(decode_cost)`` (the service's decode memory budget, service/intake.py)."""
     common = decode_common(data, invert=invert)
     if common is not None:
         return common
-    return to_array(open_image(data, max_pixels), resize=resize, invert=invert)
+    image = open_image(data, max_pixels)
+    try:
+        with reserve(decode_cost(image, resize=resize)):
+            try:
+                return to_array(image, resize=resize, invert=invert)
+            finally:
+                image.close()  # the decoded pixels go now, inside the reservation
+    finally:
+        image.close()
+        del image  # not kept alive by a traceback while the error travels up
 
 
 def warm_up() -> None:

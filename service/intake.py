@@ -23,6 +23,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -33,7 +34,6 @@ from typing import Any
 
 import multipart
 import numpy as np
-from starlette.requests import Request
 
 from service import imaging, v2_protocol
 from service.config import Settings
@@ -86,9 +86,9 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def check_identity_encoding(request: Request) -> None:
+def check_identity_encoding(content_encoding: str | None) -> None:
     """415 for a compressed body on routes that take none (only v2 inflates, bounded)."""
-    encoding = (request.headers.get("content-encoding") or "identity").strip().lower()
+    encoding = (content_encoding or "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(
             f"unsupported Content-Encoding {encoding!r}: send the body uncompressed "
@@ -103,8 +103,32 @@ def _unsupported(media: str) -> UnsupportedMediaType:
     )
 
 
-def _files_hint(limit: int, batch: bool) -> str:
-    return f"at most {limit} per request (AE_MAX_BATCH_ITEMS)" if batch else "one; use the /batch endpoint"
+def check_count(count: int, limit: int, what: str, *, batch: bool = True) -> None:
+    """The one batch limit (AE_MAX_BATCH_ITEMS) of images, codes and v2 tensors alike."""
+    if count < 1:
+        raise InvalidInput(f"no {what} sent; send 1 to {limit}")
+    if count > limit:
+        hint = (
+            f"at most {limit} per request (AE_MAX_BATCH_ITEMS)" if batch else "one; use the /batch endpoint"
+        )
+        raise InvalidInput(f"{count} {what} sent; {hint}")
+
+
+def check_values(values: np.ndarray, where: str, limits: tuple[float, float] | None, hint: str = "") -> None:
+    """The one value check of model inputs: finite, within float32, within ``limits`` when given."""
+    if values.size == 0:
+        return
+    if not np.isfinite(values).all():
+        raise InvalidInput(f"{where} contains NaN or infinite values")
+    if np.abs(values).max() > _FLOAT32_MAX:
+        raise InvalidInput(f"{where} has values beyond the float32 range")
+    if limits is not None:
+        low, high = limits
+        if values.min() < low or values.max() > high:
+            raise InvalidInput(
+                f"{where} has values in [{values.min():.4g}, {values.max():.4g}]; it takes values in "
+                f"[{low:.4g}, {high:.4g}]{hint}"
+            )
 
 
 @dataclass
@@ -143,18 +167,20 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int) -> list[_Par
     return parts
 
 
-async def read_uploads(request: Request, settings: Settings, *, batch: bool) -> list[Upload]:
-    """The image(s) of a request: multipart field ``file`` (``files`` too for batches) or the raw body."""
-    check_identity_encoding(request)
-    media = media_type(request.headers.get("content-type"))
+def read_uploads(
+    body: bytes, content_type: str | None, content_encoding: str | None, *, batch: bool, max_items: int
+) -> list[Upload]:
+    """The image(s) of a body: multipart field ``file`` (``files`` too for batches) or the raw body."""
+    check_identity_encoding(content_encoding)
+    media = media_type(content_type)
     if media.startswith("image/") or media == "application/octet-stream":
-        return [Upload(await request.body(), None)]
-    if media != "multipart/form-data":
+        return [Upload(body, None)]
+    if media != "multipart/form-data" or content_type is None:
         raise _unsupported(media)
     fields = ("file", "files") if batch else ("file",)
-    limit = settings.max_batch_items if batch else 1
+    limit = max_items if batch else 1
     # Parts beyond the limit (plus room for a few text fields) are refused while parsing.
-    parts = parse_multipart(await request.body(), request.headers["content-type"], limit + _SPARE_PARTS)
+    parts = parse_multipart(body, content_type, limit + _SPARE_PARTS)
     uploads: list[Upload] = []
     for part in parts:
         if part.name not in fields:
@@ -164,12 +190,12 @@ async def read_uploads(request: Request, settings: Settings, *, batch: bool) -> 
         part_media = media_type(part.content_type)
         if part_media and not part_media.startswith(_ACCEPTED_PART_TYPES):
             raise _unsupported(part_media)
-        uploads.append(Upload(b"".join(part.chunks), part.filename))
+        data = part.chunks[0] if len(part.chunks) == 1 else b"".join(part.chunks)
+        uploads.append(Upload(bytes(data), part.filename))
     if not uploads:
         names = " or ".join(repr(f) for f in fields)
         raise InvalidInput(f"the multipart body has no file field {names}")
-    if len(uploads) > limit:
-        raise InvalidInput(f"{len(uploads)} files sent; {_files_hint(limit, batch)}")
+    check_count(len(uploads), limit, "files", batch=batch)
     return uploads
 
 
@@ -275,19 +301,13 @@ class Intake:
 
     def decode_bytes(self, data: bytes, *, resize: bool, invert: bool) -> np.ndarray:
         """One upload → float32 [28, 28], in the calling thread, under the memory budget."""
-        common = imaging.decode_common(data, invert=invert)
-        if common is not None:
-            return common
-        image = imaging.open_image(data, self.settings.max_pixels)
-        try:
-            with self.budget.reserve(imaging.decode_cost(image, resize=resize)):
-                try:
-                    return imaging.to_array(image, resize=resize, invert=invert)
-                finally:
-                    image.close()  # the decoded pixels go now, inside the reservation
-        finally:
-            image.close()
-            del image  # not kept alive by a traceback while the error travels up
+        return imaging.decode_image(
+            data,
+            max_pixels=self.settings.max_pixels,
+            resize=resize,
+            invert=invert,
+            reserve=self.budget.reserve,
+        )
 
     async def decode(self, upload: Upload, *, resize: bool, invert: bool) -> np.ndarray:
         """One upload → float32 [28, 28]: on the loop when its bytes are few, else in a decode thread."""
@@ -310,9 +330,20 @@ class Intake:
             work = functools.partial(self.decode_bytes, data, resize=resize, invert=invert)
             return await loop.run_in_executor(self._decode_threads(), work)
 
-    async def images(self, request: Request, *, batch: bool, resize: bool, invert: bool) -> np.ndarray:
-        """A request's uploads → float32 [n, 1, 28, 28]; an error names its file when there are several."""
-        uploads = await read_uploads(request, self.settings, batch=batch)
+    async def images(
+        self,
+        body: bytes,
+        content_type: str | None,
+        content_encoding: str | None,
+        *,
+        batch: bool,
+        resize: bool,
+        invert: bool,
+    ) -> np.ndarray:
+        """A body's uploads → float32 [n, 1, 28, 28]; an error names its file when there are several."""
+        uploads = read_uploads(
+            body, content_type, content_encoding, batch=batch, max_items=self.settings.max_batch_items
+        )
         images = []
         for index, upload in enumerate(uploads):
             try:
@@ -324,8 +355,56 @@ class Intake:
                 raise type(exc)(f"file {index}{name}: {exc}") from exc
         return np.stack(images)[:, None]
 
+    def codes(
+        self, body: bytes, content_encoding: str | None, *, batch: bool
+    ) -> tuple[str | None, list[Any]]:
+        """A /decode body → the model it names (if any) and its code(s), not yet checked against a model.
 
-def code_array(code: list[Any], model: Model, where: str = "code") -> np.ndarray:
+        ``{"model"?, "code": [...]}``, or ``{"model"?, "codes": [[...], ...]}`` for batches. Not JSON:
+        400; JSON of another shape: 422.
+        """
+        check_identity_encoding(content_encoding)
+        try:
+            document = json.loads(body)
+        except ValueError as exc:  # not UTF-8, not JSON, or an integer of more digits than Python converts
+            raise MalformedBody(f"the body is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise MalformedBody("the JSON body nests too deeply") from None
+        field = "codes" if batch else "code"
+        if not isinstance(document, dict) or not isinstance(document.get(field), list):
+            raise InvalidInput(f'the body must be a JSON object with a "{field}" list')
+        model = document.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidInput('"model" must be a model id (a string)')
+        if not batch:
+            return model, [document[field]]
+        codes = document[field]
+        check_count(len(codes), self.settings.max_batch_items, "codes")
+        if not all(isinstance(code, list) for code in codes):
+            raise InvalidInput('"codes" must be a list of codes, each a list of numbers')
+        return model, codes
+
+    def tensors(
+        self,
+        body: bytes,
+        content_encoding: str | None,
+        header_length: str | None,
+        meta: v2_protocol.TensorMeta,
+        limits: tuple[float, float] | None,
+    ) -> tuple[v2_protocol.InferenceRequest, np.ndarray]:
+        """A v2 ``infer`` body → the parsed request and its one input as float32 ``[N, ...]``.
+
+        gzip and deflate bodies inflate to AE_MAX_UPLOAD_BYTES at most.
+        """
+        body = v2_protocol.decompress(body, content_encoding, self.settings.max_upload_bytes)
+        parsed, tensors = v2_protocol.parse_request(body, header_length)
+        values = v2_protocol.check_input(tensors, meta)
+        check_count(len(values), self.settings.max_batch_items, f"rows of input {meta.name!r}")
+        check_values(values, f"input {meta.name!r}", limits)
+        return parsed, values.astype(np.float32)
+
+
+def code_array(code: Any, model: Model, where: str = "code") -> np.ndarray:
     """A JSON code (flat, or nested to the code shape) → float32 ``code_shape``; :class:`InvalidInput`
     when it has the wrong shape, a non-finite value, or values outside the model's code limits."""
     shape = model.code_shape or ()
@@ -337,43 +416,22 @@ def code_array(code: list[Any], model: Model, where: str = "code") -> np.ndarray
         raise InvalidInput(f"{where} must be {expected} (model {model.id})") from None
     if values.shape not in (shape, (model.code_size,)):
         raise InvalidInput(f"{where} has shape {list(values.shape)}; model {model.id} expects {expected}")
-    if not np.isfinite(values).all():
-        raise InvalidInput(f"{where} contains NaN or infinite values; it must be {expected}")
-    if np.abs(values).max(initial=0.0) > _FLOAT32_MAX:
-        raise InvalidInput(f"{where} has values beyond the float32 range")
-    check_code_range(values, model, where)
+    check_values(values, where, model.code_limits, _trained_range(model))
     return values.astype(np.float32).reshape(shape)
 
 
-def check_code_range(values: np.ndarray, model: Model, where: str = "code") -> None:
-    """:class:`InvalidInput` naming the accepted range when a code value lies outside it."""
-    limits = model.code_limits
-    if limits is None or values.size == 0:
-        return
-    low, high = limits
-    if values.min() < low or values.max() > high:
-        trained = model.card["code_range"]
-        raise InvalidInput(
-            f"{where} has values in [{values.min():.4g}, {values.max():.4g}]; model {model.id} takes "
-            f"codes in [{low:.4g}, {high:.4g}]: its training codes span [{trained['min']:.4g}, "
-            f"{trained['max']:.4g}], and the decoder is not meant for values far outside that"
-        )
+def code_rows(codes: list[Any], model: Model) -> np.ndarray:
+    """Codes of a request → float32 ``[n, *code_shape]``, each checked as :func:`code_array` does."""
+    if len(codes) == 1:
+        return code_array(codes[0], model)[None]
+    return np.stack([code_array(code, model, f"codes[{i}]") for i, code in enumerate(codes)])
 
 
-async def inference_request(
-    request: Request,
-    settings: Settings,
-    meta: v2_protocol.TensorMeta,
-    value_range: tuple[float, float] | None,
-) -> tuple[v2_protocol.InferenceRequest, np.ndarray]:
-    """A v2 ``infer`` body → the parsed request and its one input as float32 ``[N, ...]``.
-
-    gzip and deflate bodies inflate to AE_MAX_UPLOAD_BYTES at most; every fault is a
-    ``v2_protocol.ProtocolError`` carrying its status.
-    """
-    body = v2_protocol.decompress(
-        await request.body(), request.headers.get("content-encoding"), settings.max_upload_bytes
+def _trained_range(model: Model) -> str:
+    trained = model.card.get("code_range")
+    if trained is None:
+        return ""
+    return (
+        f" for model {model.id}: its training codes span [{trained['min']:.4g}, {trained['max']:.4g}], "
+        "and the decoder is not meant for values far outside that"
     )
-    parsed, tensors = v2_protocol.parse_request(body, request.headers.get(v2_protocol.HEADER_LENGTH))
-    rows = v2_protocol.check_input(tensors, meta, max_batch=settings.max_batch_items, value_range=value_range)
-    return parsed, rows

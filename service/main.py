@@ -21,17 +21,17 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
+from service.core import REQUEST_ID_HEADER, SERVED_BY_HEADER, Core
 from service.deps import require_api_key
 from service.errors import install_error_handlers
-from service.limits import RequestLimitMiddleware
 from service.logs import configure_logging, uvicorn_log_config
 from service.metrics import Metrics
-from service.middleware import REQUEST_ID_HEADER, BodyLimitMiddleware, RequestContextMiddleware
 from service.protocol import HttpProtocol, protocol_class
 from service.registry import ModelError, Registry, load_registry
-from service.routes import admin, codes, demo, health, images, models, v2
+from service.routes import WORK_ROUTES, admin, codes, demo, health, images, models, v2
 from service.routes import metrics as metrics_routes
 from service.state import ServiceState
 
@@ -51,7 +51,36 @@ def _reload_on_sighup(state: ServiceState) -> bool:
     return True
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+# Set by ``ae-serve`` for the worker processes it starts, so that they know they are served by it.
+_UNDER_AE_SERVE = "AE_SERVE_PROCESS"
+
+
+class App(FastAPI):
+    """FastAPI with the request core (service/core.py) in front of its own middleware stack.
+
+    Every HTTP request meets the core first; the work endpoints are answered there, everything else
+    goes on to FastAPI's stack (its error handling, CORS, the router) as usual.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        state: ServiceState = self.state.service
+        return Core(super().build_middleware_stack(), state, WORK_ROUTES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP goes straight to the core: FastAPI's own __call__ checks its optional telemetry on
+        # every request (about 1 % of the event loop's time), which this service does not use.
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
+
+
+def create_app(
+    settings: Settings | None = None, registry: Registry | None = None, *, under_ae_serve: bool = False
+) -> FastAPI:
     """Build the app; ``registry`` skips loading in the lifespan (``ae-serve`` loads it up front)."""
     settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level)
@@ -63,6 +92,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not (under_ae_serve or os.environ.get(_UNDER_AE_SERVE)):
+            logger.warning(
+                "not started by ae-serve: the header limits (AE_HEADER_TIMEOUT_S, AE_MAX_HEADER_BYTES, "
+                "AE_MAX_HEADERS), the connection cap (AE_MAX_CONNECTIONS), AE_KEEP_ALIVE_TIMEOUT_S and "
+                "AE_SHUTDOWN_TIMEOUT_S are the server's business and do not apply; run ae-serve "
+                "(docs/api.md, Limits)"
+            )
         await state.start(registry)
         hup = _reload_on_sighup(state)
         try:
@@ -72,7 +108,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await state.stop()
 
-    app = FastAPI(
+    app = App(
         title="ae-denoise",
         summary="Denoise 28×28 grayscale images and map them to and from compact latent codes.",
         version="0.1.0",
@@ -80,33 +116,26 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     )
     app.state.service = state
     install_error_handlers(app)
-
-    # Added innermost first: the request context wraps everything, including 413s and CORS.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=state.metrics)
-    app.add_middleware(
-        RequestLimitMiddleware,
-        max_in_flight=settings.max_concurrent_requests,
-        body_timeout_s=settings.body_timeout_s,
-        metrics=state.metrics,
-    )
+    # CORS for the routes FastAPI answers (preflights included); the core adds the same headers to
+    # the work endpoints' answers.
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model"],
+            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model", SERVED_BY_HEADER],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
 
-    # The hot routes first: a request is matched against the routes in order. They check the API key
-    # themselves (service.deps.work_state), and cannot take router dependencies (RequestOnlyRoute).
+    # The work endpoints are answered by the core; FastAPI holds them for the schema. They check the
+    # API key themselves, and cannot take router dependencies (RequestOnlyRoute).
     app.include_router(images.router)
+    app.include_router(codes.router)
     # Probes and scrapers never need the API key.
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
     protected = [Depends(require_api_key)]
-    for router in (codes.router, models.router, admin.router):
+    for router in (models.router, admin.router):
         app.include_router(router, dependencies=protected)
     # v2 applies the API key per route (its health routes stay open); the demo page is public.
     app.include_router(v2.router)
@@ -172,19 +201,25 @@ def run(argv: list[str] | None = None) -> None:
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
-        "access_log": False,  # the request middleware logs one structured line per request
+        "access_log": False,  # the request core logs one structured line per request
         "log_config": uvicorn_log_config(settings.log_level),
-        # Connection limits on purpose (docs/api.md, "Limits"); the header limits are in the protocol.
-        "limit_concurrency": settings.max_connections,
+        # No X-Forwarded-* rewriting: nothing here uses the client's address, and the middleware
+        # that does it would sit on every request's path.
+        "proxy_headers": False,
+        # The header limits and the connection cap (idle connections make way for new ones) are in
+        # the protocol (service/protocol.py); uvicorn's limit_concurrency would count idle
+        # connections against working ones.
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "timeout_graceful_shutdown": settings.shutdown_timeout_s,
     }
     if settings.workers == 1:
         http = protocol_class(settings)
-        uvicorn.run(create_app(settings, registry), http=http, **common)  # type: ignore[arg-type]
+        app = create_app(settings, registry, under_ae_serve=True)
+        uvicorn.run(app, http=http, **common)  # type: ignore[arg-type]
     else:
         # Each worker process loads its own models; the check above already proved they load.
         # Workers are spawned: they import the protocol by name and read its limits from AE_*.
         del registry
         http_name = f"{HttpProtocol.__module__}:{HttpProtocol.__qualname__}"
+        os.environ[_UNDER_AE_SERVE] = "1"
         uvicorn.run("service.main:app", workers=settings.workers, http=http_name, **common)  # type: ignore[arg-type]

@@ -7,7 +7,15 @@ that sends nothing, or one header byte a second, stays open for good) nor how la
 - the request line and headers must arrive within ``header_timeout_s`` of the connection opening
   or of the request's first byte; otherwise 408 and the connection closes (an idle new connection
   that has sent nothing is just closed, as uvicorn closes an idle keep-alive one);
-- they may total ``max_header_bytes`` and ``max_headers`` lines; past either, 431 and close.
+- they may total ``max_header_bytes`` and ``max_headers`` lines; past either, 431 and close;
+- at most ``max_connections`` connections are open: a new one past the cap closes the connection
+  that has been idle longest (no request in progress: never sent one, or waiting between
+  keep-alive requests), so idle connections cannot crowd out working ones; only when every
+  connection is busy is the new one answered 503 and closed.
+
+uvicorn's ``HttpToolsProtocol`` has no public extension point for these, so this subclass depends on
+its internals: pyproject.toml pins uvicorn exactly, and tests/service/test_protocol.py checks that the
+methods overridden here still exist with the signatures used.
 
 The body is the app's business: ``service.limits`` gives it a deadline (408) where the request log
 and metrics see it. Refusals here come before the app sees a request, so they have no request id;
@@ -17,8 +25,8 @@ each is one ``service.protocol`` line at info.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,10 +36,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from service.config import Settings
+from service.errors import error_body
 
 logger = logging.getLogger(__name__)
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 # After a refusal, how long the client's further bytes are read and dropped before closing.
 _LINGER_S = 2.0
 
@@ -41,10 +50,16 @@ class HeaderLimits:
     timeout_s: float
     max_bytes: int
     max_count: int
+    max_connections: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HeaderLimits:
-        return cls(settings.header_timeout_s, settings.max_header_bytes, settings.max_headers)
+        return cls(
+            settings.header_timeout_s,
+            settings.max_header_bytes,
+            settings.max_headers,
+            settings.max_connections,
+        )
 
 
 class _Refused(Exception):
@@ -59,6 +74,8 @@ class HttpProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[HeaderLimits | None] = None
+    # Open connections with no request in progress, longest idle first (one server per process).
+    _idle: ClassVar[OrderedDict[HttpProtocol, None]] = OrderedDict()
 
     def __init__(
         self,
@@ -81,15 +98,37 @@ class HttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._refusal: tuple[int, str] | None = None
         self._discarding = False  # refused: what still arrives is dropped (see _linger)
+        self._url = b""
 
     # Connection: the header deadline runs from the moment it opens.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         self._arm_header_timer()
+        if len(self.connections) > self._limits.max_connections and not self._evict_idle():
+            self._refuse(503, f"more than {self._limits.max_connections} connections (AE_MAX_CONNECTIONS)")
+            return
+        self._idle[self] = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._idle.pop(self, None)
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self._idle[self] = None
+            self._idle.move_to_end(self)
+
+    def _evict_idle(self) -> bool:
+        """Close the connection idle longest to make room for this one; False when none is idle."""
+        for other in self._idle:
+            if other is not self:
+                del self._idle[other]
+                logger.info("idle connection closed for a new one (AE_MAX_CONNECTIONS)")
+                other.transport.close()
+                return True
+        return False
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's data_received, but a refusal decided in a callback gets its own status, not 400.
@@ -119,12 +158,15 @@ class HttpProtocol(HttpToolsProtocol):
     # Parser callbacks.
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._idle.pop(self, None)
+        self._url = b""
         self._in_headers = True
         self._header_bytes = self._header_chunks = self._header_count = 0
         self._arm_header_timer()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
+        self._url += url[:16]
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -184,7 +226,7 @@ class HttpProtocol(HttpToolsProtocol):
             "request refused",
             extra={"fields": {"status": status, "detail": detail, "client": self._client_text()}},
         )
-        body = json.dumps({"detail": detail}).encode()
+        body = error_body(detail, self._url.decode("latin-1"))
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))

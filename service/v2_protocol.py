@@ -26,7 +26,6 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_SIZE = "binary_data_size"
 FP32 = "FP32"
 _FP32_BYTES = 4
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Parameters of other extensions (shared memory, classification) that this server does not implement.
 _UNSUPPORTED = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset", "classification")
 
@@ -190,14 +189,12 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     return request, tensors
 
 
-def check_input(
-    tensors: list[Tensor],
-    meta: TensorMeta,
-    *,
-    max_batch: int,
-    value_range: tuple[float, float] | None,
-) -> np.ndarray:
-    """The one input of a graph as float32 ``[N, ...]``, or 422 naming what does not fit."""
+def check_input(tensors: list[Tensor], meta: TensorMeta) -> np.ndarray:
+    """The one input of a graph (float64, the declared shape), or 422 naming what does not fit.
+
+    Only names, datatype and shape: the batch limit and the values are checked by the service's
+    intake (service/intake.py), as for every other input.
+    """
     if len(tensors) != 1 or tensors[0].name != meta.name:
         names = [t.name for t in tensors]
         raise ProtocolError(422, f"inputs {names}; this model takes exactly one input, {meta.name!r}")
@@ -208,18 +205,7 @@ def check_input(
     shape = tensor.values.shape
     if len(shape) != len(meta.shape) or shape[1:] != meta.shape[1:]:
         raise ProtocolError(422, f"input {meta.name!r}: shape {list(shape)}; expected {expected}")
-    if not 1 <= shape[0] <= max_batch:
-        raise ProtocolError(
-            422, f"input {meta.name!r}: batch of {shape[0]}; send 1 to {max_batch} (AE_MAX_BATCH_ITEMS)"
-        )
-    values = tensor.values
-    if not np.isfinite(values).all() or np.abs(values).max() > _FLOAT32_MAX:
-        raise ProtocolError(422, f"input {meta.name!r}: NaN, infinite or beyond-FP32 values")
-    if value_range is not None:
-        low, high = value_range
-        if values.min() < low or values.max() > high:
-            raise ProtocolError(422, f"input {meta.name!r}: values must lie in [{low}, {high}]")
-    return values.astype(np.float32)
+    return tensor.values
 
 
 def wants_binary(request: InferenceRequest, output: TensorMeta) -> bool:

@@ -59,7 +59,7 @@ def _scores(
     return {view: calibration.score(view, images, outputs=outputs, codes=codes) for view in calibration.views}
 
 
-def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray) -> dict[str, Any]:
+def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray, n: int = N) -> dict[str, Any]:
     """Per view: insiders' FPR and each outsider set's AUROC and flagged share, per level."""
     from training.data import TEST_NOISE_SEED
 
@@ -69,11 +69,11 @@ def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray) -> dict[str, An
         raise SystemExit(
             f"{model_dir}: no 'ood' calibration in the card; run python -m training.calibrate first"
         )
-    test = data.test[:N]
+    test = data.test[:n]
     sets = {
-        OTHER_NAME.get(card["dataset"], "other"): other[:N],
-        "uniform noise": outsiders.uniform_noise(N, UNIFORM_SEED),
-        "letters": outsiders.letters(N, LETTER_SEED),
+        OTHER_NAME.get(card["dataset"], "other"): other[:n],
+        "uniform noise": outsiders.uniform_noise(n, UNIFORM_SEED),
+        "letters": outsiders.letters(n, LETTER_SEED),
         "inverted": outsiders.inverted(test),
     }
     result: dict[str, Any] = {
@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--write", type=Path, help="put the table into this markdown file, between its markers"
     )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--images", type=int, default=N, help="test images and outsiders per set and level")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     dirs = cal.model_dirs() if args.all else list(args.models)
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if name is not None and name not in data:
                 data[name] = cal.load_data(name)
         other = data[OTHER[dataset]].test if dataset in OTHER else np.empty((0, 28, 28), np.float32)
-        results.append(evaluate(model_dir, data[dataset], other))
+        results.append(evaluate(model_dir, data[dataset], other, args.images))
     table = markdown(results)
     if args.write:
         write_section(args.write, table)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
 from service.deps import ReadyState
+from service.errors import ReloadFailed
 from service.registry import ModelError
 from service.schemas import ErrorResponse, ReloadResponse
 
@@ -25,8 +26,8 @@ async def reload(state: ReadyState) -> ReloadResponse:
     try:
         result = await state.reload()
     except ModelError as exc:
-        raise HTTPException(
-            422, f"reload failed; still serving the previous models (generation {state.generation}): {exc}"
+        raise ReloadFailed(
+            f"reload failed; still serving the previous models (generation {state.generation}): {exc}"
         ) from None
     return ReloadResponse(
         status="reloaded",

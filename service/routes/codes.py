@@ -2,47 +2,69 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Any
 
-import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter
+from fastapi.responses import Response
 
-from service.deps import ReadyState
-from service.intake import check_identity_encoding, code_array
+from service.calls import Call, Reply, json_reply
+from service.core import WorkRoute
+from service.intake import code_rows
 from service.registry import DECODER
-from service.routes._io import image_response, model_with_code, pixels_body
+from service.routes._route import RequestOnlyRoute, endpoint
+from service.routes.images import image_reply, model_with_code, pixels_body
 from service.schemas import DecodeBatchRequest, DecodeRequest, ErrorResponse, PixelsResponse
 
+# The request core answers these routes (service/core.py); FastAPI declares them for the schema.
+router = APIRouter(tags=["codes"], route_class=RequestOnlyRoute)
 
-class _UncompressedBodyRoute(APIRoute):
-    """Refuses a compressed body (415) before FastAPI reads it as JSON; nothing here inflates one."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            check_identity_encoding(request)
-            return await handler(request)
-
-        return handle
-
-
-router = APIRouter(tags=["codes"], route_class=_UncompressedBodyRoute)
-
-ModelQuery = Annotated[
-    str | None,
-    Query(description="model id, when the body names none; AE_DEFAULT_CODE_MODEL when neither does"),
+_MODEL_QUERY: list[dict[str, Any]] = [
+    {
+        "name": "model",
+        "in": "query",
+        "required": False,
+        "description": "model id, when the body names none; AE_DEFAULT_CODE_MODEL when neither does",
+        "schema": {"type": "string"},
+    }
 ]
-# 400: FastAPI's own answer to a body it cannot even read as text ("There was an error parsing the body").
+# 400: a body that is not JSON.
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)
 }
 
 
-@router.post(
+def _body(schema: type[DecodeRequest] | type[DecodeBatchRequest]) -> dict[str, Any]:
+    return {
+        "parameters": _MODEL_QUERY,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema.model_json_schema()}},
+        },
+    }
+
+
+async def _decode(call: Call, *, batch: bool) -> tuple[Any, Any]:
+    model_id, codes = call.state.intake.codes(call.body, call.header("content-encoding"), batch=batch)
+    chosen = model_with_code(call.state.registry, model_id or call.query("model"))
+    images = await call.state.infer(chosen, DECODER, code_rows(codes, chosen))
+    return chosen, images
+
+
+async def decode(call: Call) -> Reply:
+    """The image a code decodes to."""
+    chosen, images = await _decode(call, batch=False)
+    return image_reply(call, chosen, images[0])
+
+
+async def decode_batch(call: Call) -> Reply:
+    """The images several codes decode to; one per code, in order."""
+    chosen, images = await _decode(call, batch=True)
+    return json_reply([pixels_body(chosen, image) for image in images])
+
+
+WORK = [WorkRoute("POST", "/decode", decode), WorkRoute("POST", "/decode/batch", decode_batch)]
+
+router.post(
     "/decode",
     response_class=Response,
     responses={
@@ -54,32 +76,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         },
         **_ERRORS,
     },
+    openapi_extra=_body(DecodeRequest),
     summary="The image a code decodes to",
-)
-async def decode(
-    request: Request, body: DecodeRequest, state: ReadyState, model: ModelQuery = None
-) -> Response:
-    registry = state.registry
-    chosen = model_with_code(registry, body.model or model or registry.default_code_model)
-    codes = code_array(body.code, chosen)[None]
-    images = await state.infer(chosen, DECODER, codes)
-    return image_response(request, chosen, images[0])
-
-
-@router.post(
+)(endpoint(decode))
+router.post(
     "/decode/batch",
     response_model=list[PixelsResponse],
     responses=_ERRORS,
+    openapi_extra=_body(DecodeBatchRequest),
     summary="The images several codes decode to; one per code, in order",
-)
-async def decode_batch(body: DecodeBatchRequest, state: ReadyState, model: ModelQuery = None) -> Response:
-    registry = state.registry
-    chosen = model_with_code(registry, body.model or model or registry.default_code_model)
-    limit = state.settings.max_batch_items
-    if len(body.codes) > limit:
-        raise HTTPException(
-            422, f"{len(body.codes)} codes sent; at most {limit} per request (AE_MAX_BATCH_ITEMS)"
-        )
-    codes = np.stack([code_array(code, chosen, f"codes[{i}]") for i, code in enumerate(body.codes)])
-    images = await state.infer(chosen, DECODER, codes)
-    return JSONResponse([pixels_body(chosen, image) for image in images])
+)(endpoint(decode_batch))

@@ -5,22 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from service import ood
-from service.deps import work_state
-from service.registry import AUTOENCODER, ENCODER, Model
-from service.routes._io import image_response, model_with_code, pixels_body
-from service.routes._route import RequestOnlyRoute
+from service import imaging, ood
+from service.calls import Call, Reply, json_reply
+from service.core import WorkRoute
+from service.errors import BadParameter, NoCode
+from service.registry import AUTOENCODER, ENCODER, Model, Registry
+from service.routes._route import RequestOnlyRoute, endpoint
 from service.schemas import CodeResponse, ErrorResponse, OodRefusal, PixelsResponse
-from service.state import ServiceState
 
-# These routes take the request alone and read their query parameters and the API key themselves,
-# and FastAPI calls them directly (RequestOnlyRoute): its dependency solving and generic handler cost
-# more per request than the PNG decode (docs/benchmarks.md). The OpenAPI schema still documents the
-# parameters (_PARAMETERS).
+# The request core answers these routes (service/core.py); FastAPI declares them for the OpenAPI
+# schema, which documents their parameters and bodies (_PARAMETERS, _IMAGE_BODY).
 router = APIRouter(tags=["images"], route_class=RequestOnlyRoute)
 
 # The same parsing as every FastAPI-declared boolean elsewhere in the API (pydantic's lax mode).
@@ -59,32 +57,81 @@ _PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-def _flag(request: Request, name: str) -> bool:
-    value = request.query_params.get(name)
+def _flag(call: Call, name: str) -> bool:
+    value = call.query(name)
     if value is None:
         return False
     try:
         return _BOOL.validate_python(value)
     except ValidationError:
-        raise HTTPException(
-            422, f"query parameter {name!r} must be true or false, not {value[:40]!r}"
-        ) from None
+        raise BadParameter(f"query parameter {name!r} must be true or false, not {value[:40]!r}") from None
 
 
-async def _images(
-    request: Request, *, batch: bool, needs_code: bool
-) -> tuple[ServiceState, Model, np.ndarray]:
-    """The checks and inputs every image route shares: key, readiness, model, decoded uploads."""
-    state = work_state(request)
-    model_id = request.query_params.get("model") or None
-    registry = state.registry
-    if needs_code:
-        chosen = model_with_code(registry, model_id or registry.default_code_model)
-    else:
-        chosen = registry.get(model_id)
-    resize, invert = _flag(request, "resize"), _flag(request, "invert")
-    images = await state.intake.images(request, batch=batch, resize=resize, invert=invert)
-    return state, chosen, images
+def model_with_code(registry: Registry, model_id: str | None) -> Model:
+    """The model, or 422 when it has no encoder/decoder (a ``unet`` or ``s2d``)."""
+    model = registry.get(model_id or registry.default_code_model)
+    if not model.has_code:
+        raise NoCode(
+            f"model {model.id!r} (arch {model.arch}) has no latent code, so it cannot encode or decode; "
+            f"models with codes: {', '.join(registry.with_codes()) or 'none'}"
+        )
+    return model
+
+
+def pixels_body(
+    model: Model, image: np.ndarray, scored: ood.Outcome | None = None, i: int = 0
+) -> dict[str, object]:
+    """The JSON form of one [28, 28] (or [1, 28, 28]) image, with image ``i``'s score of ``scored``."""
+    pixels = np.asarray(image, dtype=np.float32).reshape(imaging.SIDE, imaging.SIDE)
+    body: dict[str, object] = {
+        "model": model.id,
+        "shape": [imaging.SIDE, imaging.SIDE],
+        "pixels": pixels.tolist(),
+    }
+    if scored is not None:
+        body["ood"] = scored.field(i)
+    return body
+
+
+def image_reply(call: Call, model: Model, image: np.ndarray, scored: ood.Outcome | None = None) -> Reply:
+    """PNG (the score in headers), or JSON pixels (the score a field) for ``Accept: application/json``."""
+    if call.wants_json:
+        return json_reply(pixels_body(model, image, scored))
+    png = imaging.encode_png(np.asarray(image).reshape(imaging.SIDE, imaging.SIDE))
+    return Reply(png, "image/png", {"X-Model": model.id, **(scored.headers() if scored is not None else {})})
+
+
+def _refused(call: Call, model: Model, scored: ood.Outcome | None) -> Reply | None:
+    """The 422 answer when the request asked for ``reject_ood`` and an input is an outsider."""
+    if not _flag(call, ood.REJECT_PARAMETER):
+        return None
+    if scored is None:
+        raise BadParameter(
+            f"no out-of-distribution score for model {model.id!r} (its card has no calibration, or "
+            "AE_OOD_SCORES is off): drop reject_ood"
+        )
+    if not scored.outsiders:
+        return None
+    reply = json_reply(scored.refusal())
+    reply.status = 422
+    return reply
+
+
+async def _images(call: Call, *, batch: bool, needs_code: bool) -> tuple[Model, np.ndarray]:
+    """What every image route shares: the model, then the decoded uploads."""
+    registry = call.state.registry
+    model_id = call.query("model") or None
+    chosen = model_with_code(registry, model_id) if needs_code else registry.get(model_id)
+    resize, invert = _flag(call, "resize"), _flag(call, "invert")
+    images = await call.state.intake.images(
+        call.body,
+        call.header("content-type"),
+        call.header("content-encoding"),
+        batch=batch,
+        resize=resize,
+        invert=invert,
+    )
+    return chosen, images
 
 
 _IMAGE_BODY: dict[str, Any] = {
@@ -128,57 +175,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _ERRORS[422] = {"model": ErrorResponse | OodRefusal}
 
 
-def _refused(request: Request, model: Model, outcome: ood.Outcome | None) -> Response | None:
-    """The 422 answer when the request asked for ``reject_ood`` and an input is an outsider."""
-    if not _flag(request, ood.REJECT_PARAMETER):
-        return None
-    if outcome is None:
-        raise HTTPException(
-            422,
-            f"no out-of-distribution score for model {model.id!r} (its card has no calibration, or "
-            "AE_OOD_SCORES is off): drop reject_ood",
-        )
-    return JSONResponse(outcome.refusal(), 422) if outcome.outsiders else None
-
-
-@router.post(
-    "/denoise",
-    response_class=Response,
-    responses={
-        200: {
-            "content": {
-                "image/png": {},
-                "application/json": {"schema": {"$ref": "#/components/schemas/PixelsResponse"}},
-            }
-        },
-        **_ERRORS,
-    },
-    openapi_extra=_IMAGE_BODY,
-    summary="Denoise one 28×28 image",
-)
-async def denoise(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=False, needs_code=False)
-    output = await state.infer(chosen, AUTOENCODER, images)
-    scored = await ood.score(state, chosen, "denoise", images, outputs=output)
-    return _refused(request, chosen, scored) or image_response(request, chosen, output[0], scored)
-
-
-@router.post(
-    "/denoise/batch",
-    response_model=list[PixelsResponse],
-    responses=_ERRORS,
-    openapi_extra=_BATCH_BODY,
-    summary="Denoise several images; one result per file, in order",
-)
-async def denoise_batch(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=True, needs_code=False)
-    outputs = await state.infer(chosen, AUTOENCODER, images)
-    scored = await ood.score(state, chosen, "denoise", images, outputs=outputs)
-    return _refused(request, chosen, scored) or JSONResponse(
-        [pixels_body(chosen, out, scored, i) for i, out in enumerate(outputs)]
-    )
-
-
 def _code_body(model: Model, code: np.ndarray, scored: ood.Outcome | None, i: int = 0) -> dict[str, object]:
     body: dict[str, object] = {
         "model": model.id,
@@ -190,31 +186,80 @@ def _code_body(model: Model, code: np.ndarray, scored: ood.Outcome | None, i: in
     return body
 
 
-@router.post(
+async def denoise(call: Call) -> Reply:
+    """Denoise one 28×28 image."""
+    chosen, images = await _images(call, batch=False, needs_code=False)
+    output = await call.state.infer(chosen, AUTOENCODER, images)
+    scored = await ood.score(call.state, chosen, "denoise", images, outputs=output)
+    return _refused(call, chosen, scored) or image_reply(call, chosen, output[0], scored)
+
+
+async def denoise_batch(call: Call) -> Reply:
+    """Denoise several images; one result per file, in order."""
+    chosen, images = await _images(call, batch=True, needs_code=False)
+    outputs = await call.state.infer(chosen, AUTOENCODER, images)
+    scored = await ood.score(call.state, chosen, "denoise", images, outputs=outputs)
+    return _refused(call, chosen, scored) or json_reply(
+        [pixels_body(chosen, out, scored, i) for i, out in enumerate(outputs)]
+    )
+
+
+async def encode(call: Call) -> Reply:
+    """The latent code of one image."""
+    chosen, images = await _images(call, batch=False, needs_code=True)
+    codes = await call.state.infer(chosen, ENCODER, images)
+    scored = await ood.score(call.state, chosen, "encode", images, codes=codes)
+    return _refused(call, chosen, scored) or json_reply(_code_body(chosen, codes[0], scored))
+
+
+async def encode_batch(call: Call) -> Reply:
+    """The latent codes of several images; one per file, in order."""
+    chosen, images = await _images(call, batch=True, needs_code=True)
+    codes = await call.state.infer(chosen, ENCODER, images)
+    scored = await ood.score(call.state, chosen, "encode", images, codes=codes)
+    return _refused(call, chosen, scored) or json_reply(
+        [_code_body(chosen, code, scored, i) for i, code in enumerate(codes)]
+    )
+
+
+WORK = [
+    WorkRoute("POST", "/denoise", denoise),
+    WorkRoute("POST", "/denoise/batch", denoise_batch),
+    WorkRoute("POST", "/encode", encode),
+    WorkRoute("POST", "/encode/batch", encode_batch),
+]
+
+_PNG_OR_PIXELS = {
+    "content": {
+        "image/png": {},
+        "application/json": {"schema": {"$ref": "#/components/schemas/PixelsResponse"}},
+    }
+}
+router.post(
+    "/denoise",
+    response_class=Response,
+    responses={200: _PNG_OR_PIXELS, **_ERRORS},
+    openapi_extra=_IMAGE_BODY,
+    summary="Denoise one 28×28 image",
+)(endpoint(denoise))
+router.post(
+    "/denoise/batch",
+    response_model=list[PixelsResponse],
+    responses=_ERRORS,
+    openapi_extra=_BATCH_BODY,
+    summary="Denoise several images; one result per file, in order",
+)(endpoint(denoise_batch))
+router.post(
     "/encode",
     response_model=CodeResponse,
     responses=_ERRORS,
     openapi_extra=_IMAGE_BODY,
     summary="The latent code of one image",
-)
-async def encode(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=False, needs_code=True)
-    codes = await state.infer(chosen, ENCODER, images)
-    scored = await ood.score(state, chosen, "encode", images, codes=codes)
-    return _refused(request, chosen, scored) or JSONResponse(_code_body(chosen, codes[0], scored))
-
-
-@router.post(
+)(endpoint(encode))
+router.post(
     "/encode/batch",
     response_model=list[CodeResponse],
     responses=_ERRORS,
     openapi_extra=_BATCH_BODY,
     summary="The latent codes of several images; one per file, in order",
-)
-async def encode_batch(request: Request) -> Response:
-    state, chosen, images = await _images(request, batch=True, needs_code=True)
-    codes = await state.infer(chosen, ENCODER, images)
-    scored = await ood.score(state, chosen, "encode", images, codes=codes)
-    return _refused(request, chosen, scored) or JSONResponse(
-        [_code_body(chosen, code, scored, i) for i, code in enumerate(codes)]
-    )
+)(endpoint(encode_batch))

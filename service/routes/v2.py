@@ -13,24 +13,22 @@ the protocol's ``{"error": "..."}`` form, whichever layer raised them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service import ood
+from service.calls import Call, Reply
+from service.core import WorkRoute
 from service.deps import ReadyState, StateDep, require_api_key
-from service.errors import HANDLED, classify, count_rejection
 from service.inference import TensorSpec
-from service.intake import inference_request
 from service.registry import AUTOENCODER, DECODER, ENCODER, Model, Registry, UnknownModel
-from service.v2_protocol import ProtocolError, TensorMeta, encode_response, wants_binary
+from service.routes._route import RequestOnlyRoute, endpoint
+from service.v2_protocol import HEADER_LENGTH, ProtocolError, TensorMeta, encode_response, wants_binary
 
 SERVER_NAME = "ae-denoise"
 EXTENSIONS = ["binary_tensor_data"]
@@ -41,35 +39,8 @@ PLATFORM = "onnxruntime_onnx"
 _IMAGE_RANGE = (0.0, 1.0)
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class ProtocolRoute(APIRoute):
-    """Answers every failure of a v2 route, dependencies included, as ``{"error": "..."}``.
-
-    The status comes from service/errors.py, as for every other route.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except _HANDLED as exc:
-                failure = classify(exc)
-                assert failure is not None
-                count_rejection(request, exc)
-                return _error(failure.status, failure.message, failure.headers)
-
-        return handle
-
-
-# HTTPException: readiness, API key, the body limit while streaming.
-_HANDLED: tuple[type[Exception], ...] = (HTTPException, *HANDLED)
-
-router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=ProtocolRoute)
+# Errors under /v2 are the protocol's {"error": ...} (service/errors.py decides by the path).
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 _protected = [Depends(require_api_key)]
 
 
@@ -185,34 +156,67 @@ async def model_ready(model_name: str, state: ReadyState, version: str | None = 
     return {"name": resolve(state.registry, model_name, version).name, "ready": True}
 
 
-@router.post(
-    "/models/{model_name}/infer",
-    dependencies=_protected,
-    response_class=Response,
-    responses=_documented(400, 401, 404, 413, 415, 422, 503),
-    summary="Run a model on JSON or binary tensors",
-)
-@router.post(
-    "/models/{model_name}/versions/{version}/infer", dependencies=_protected, include_in_schema=False
-)
-async def infer(model_name: str, request: Request, state: ReadyState, version: str | None = None) -> Response:
-    endpoint = resolve(state.registry, model_name, version)
-    parsed, rows = await inference_request(request, state.settings, endpoint.input, endpoint.value_range)
-    binary = wants_binary(parsed, endpoint.output)
-    outputs = await state.infer(endpoint.model, endpoint.graph, rows)
+async def infer(call: Call) -> Reply:
+    """Run a model on JSON or binary tensors."""
+    state = call.state
+    endpoint_ = resolve(state.registry, call.params["model_name"], call.params.get("version"))
+    parsed, rows = state.intake.tensors(
+        call.body,
+        call.header("content-encoding"),
+        call.header(HEADER_LENGTH.lower()),
+        endpoint_.input,
+        endpoint_.value_range,
+    )
+    binary = wants_binary(parsed, endpoint_.output)
+    outputs = await state.infer(endpoint_.model, endpoint_.graph, rows)
     scored = None
-    if endpoint.graph == AUTOENCODER:
-        scored = await ood.score(state, endpoint.model, "denoise", rows, outputs=outputs)
-    elif endpoint.graph == ENCODER:
-        scored = await ood.score(state, endpoint.model, "encode", rows, codes=outputs)
+    if endpoint_.graph == AUTOENCODER:
+        scored = await ood.score(state, endpoint_.model, "denoise", rows, outputs=outputs)
+    elif endpoint_.graph == ENCODER:
+        scored = await ood.score(state, endpoint_.model, "encode", rows, codes=outputs)
     content, headers = encode_response(
-        endpoint.name,
+        endpoint_.name,
         VERSION,
         parsed.id,
-        endpoint.output,
+        endpoint_.output,
         outputs,
         binary=binary,
         parameters=scored.parameters() if scored is not None else None,
     )
-    media_type = "application/octet-stream" if binary else "application/json"
-    return Response(content, media_type=media_type, headers=headers)
+    return Reply(content, "application/octet-stream" if binary else "application/json", headers)
+
+
+WORK = [
+    WorkRoute("POST", "/v2/models/{model_name}/infer", infer),
+    WorkRoute("POST", "/v2/models/{model_name}/versions/{version}/infer", infer),
+]
+
+_NAME_PARAMETER = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+_INFER_BODY: dict[str, Any] = {
+    "parameters": [_NAME_PARAMETER],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+}
+_infer_route = endpoint(infer)
+router.add_api_route(
+    "/models/{model_name}/infer",
+    _infer_route,
+    methods=["POST"],
+    route_class_override=RequestOnlyRoute,
+    response_class=Response,
+    responses=_documented(400, 401, 404, 413, 415, 422, 503),
+    openapi_extra=_INFER_BODY,
+    summary="Run a model on JSON or binary tensors",
+)
+router.add_api_route(
+    "/models/{model_name}/versions/{version}/infer",
+    _infer_route,
+    methods=["POST"],
+    route_class_override=RequestOnlyRoute,
+    include_in_schema=False,
+)

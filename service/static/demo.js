@@ -343,7 +343,8 @@ function say(text) {
 async function errorText(response) {
   try {
     const body = await response.json();
-    return `${response.status}: ${typeof body.detail === "string" ? body.detail : JSON.stringify(body)}`;
+    const detail = body.detail ?? body.error;
+    return `${response.status}: ${typeof detail === "string" ? detail : JSON.stringify(body)}`;
   } catch {
     return `${response.status} ${response.statusText}`;
   }
@@ -358,16 +359,53 @@ function serverMs(response) {
   return seconds ? Number(seconds) * 1000 : null;
 }
 
+// The API key, when the service asks for one (401): asked once, kept in this page only (never stored).
+let apiKey = null;
+let asking = null;
+
+function askForKey() {
+  if (!asking) {
+    asking = Promise.resolve().then(() => {
+      const entered = window.prompt(
+        "This service needs an API key (X-API-Key). It is kept in this page only, never stored:"
+      );
+      apiKey = entered ? entered.trim() : null;
+      return apiKey;
+    });
+  }
+  return asking;
+}
+
+// fetch, with the API key once the service has asked for one; on a 401, ask once and try again.
+async function send(path, options = {}) {
+  const withKey = () => {
+    const headers = { ...(options.headers || {}) };
+    if (apiKey) headers["X-API-Key"] = apiKey;
+    return fetch(path, { ...options, headers });
+  };
+  let response = await withKey();
+  if (response.status === 401) {
+    const tried = apiKey;
+    const key = await askForKey();
+    if (key && key !== tried) {
+      response = await withKey();
+      if (response.ok) $("key-note").textContent = "Sending the API key you entered (kept in this page only).";
+    }
+    if (response.status === 401) asking = null; // a wrong or missing key: ask again next time
+  }
+  return response;
+}
+
 async function post(path, blob) {
   const started = performance.now();
-  const response = await fetch(path, { method: "POST", body: blob, headers: { "Content-Type": "image/png" } });
+  const response = await send(path, { method: "POST", body: blob, headers: { "Content-Type": "image/png" } });
   const roundTrip = performance.now() - started;
   if (!response.ok) throw new Error(await errorText(response));
   return { response, roundTrip };
 }
 
 async function loadModels() {
-  const response = await fetch("/models");
+  const response = await send("/models");
   if (!response.ok) {
     say(`Cannot list the models (${await errorText(response)}).`);
     if (response.status === 503) setTimeout(loadModels, 1000);

@@ -101,3 +101,12 @@ def _numbers(value: object) -> list[float]:
     if isinstance(value, list):
         return [n for v in value for n in _numbers(v)]
     return []
+
+
+def test_targets_measures_every_contender_and_prints_the_ratios(wrk: None, tmp_path: Path) -> None:
+    out = _run("targets", "--rounds", "1", "--seconds", "1", json_out=tmp_path / "t.json")
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert set(result["runs"]) == {"echo", "denoise", "v2"}
+    for label, runs in result["runs"].items():
+        assert runs[0]["requests"] > 0 and runs[0]["non_2xx"] == 0 and runs[0]["errors"] == 0, label
+    assert "efficiency (denoise ÷ ideal)" in out and "v2 binary ÷ denoise PNG" in out

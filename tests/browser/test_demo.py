@@ -293,6 +293,48 @@ def test_uploaded_image_is_denoised_at_phone_width(
     page.close()
 
 
+KEY = "demo-key-7f3a"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(models_dir: Path) -> Iterator[str]:
+    """The app with an API key required, as the Kubernetes manifests run it."""
+    settings = Settings(models_dir=models_dir, log_level="warning", api_key=KEY, require_api_key=True)
+    with serve_in_thread(create_app(settings)) as (host, port):
+        yield f"http://{host}:{port}"
+
+
+def test_page_asks_for_the_api_key_once_and_sends_it(browser: Any, keyed_server: str) -> None:
+    page = browser.new_page(viewport=DESKTOP)
+    page.set_default_timeout(TIMEOUT_MS)
+    prompts: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        prompts.append(dialog.message)
+        dialog.accept(KEY)
+
+    page.on("dialog", answer)
+    page.goto(keyed_server + "/")
+    page.wait_for_selector("#model:not([disabled])")  # /models needed the key
+    page.get_by_role("button", name="Draw a sample digit").click()
+    denoise_and_wait(page)  # /denoise and /encode need it too: no second prompt
+    assert len(prompts) == 1 and "API key" in prompts[0], prompts
+    assert "kept in this page only" in page.locator("#key-note").inner_text()
+    model = page.locator("#model").input_value()
+    noisy = noisy_png(page)
+    answer_ = httpx.post(
+        f"{keyed_server}/denoise?model={model}",
+        content=noisy,
+        headers={"content-type": "image/png", "x-api-key": KEY},
+    )
+    assert answer_.status_code == 200
+    expected = np.asarray(Image.open(io.BytesIO(answer_.content)), dtype=np.int64)
+    assert np.abs(pixels(page, "#denoised").astype(int) - expected).max() <= 1
+    # Nothing is stored beyond the page: a new page asks again.
+    assert page.evaluate("Object.keys(localStorage).length + Object.keys(sessionStorage).length") == 0
+    page.close()
+
+
 def test_a_garment_is_called_an_outsider_under_the_result(
     browser: Any, live_server: str, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ None of these needs a running engine, so they run wherever the suite runs.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.config import Settings
 from tests.e2e.conftest import ROOT, compose_env
 
 DOCKERFILES = ["Dockerfile", "deploy/nginx/Dockerfile"]
@@ -154,3 +156,47 @@ def test_compose_runs_the_measured_best_thread_setting() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["x-service-env"]["AE_INTRA_OP_THREADS"] == "${AE_INTRA_OP_THREADS:-1}"
     assert _env(_api_container())["AE_INTRA_OP_THREADS"]["value"] == "1"
+
+
+def _mebibytes(quantity: str) -> float:
+    """A memory quantity of compose ("512M") or Kubernetes ("512Mi") in MiB."""
+    number = float(quantity.rstrip("MiGgB"))
+    return number * 1024 if quantity.rstrip("B").endswith(("G", "Gi")) else number
+
+
+def _settings_from(env: dict[str, str]) -> Settings:
+    values = {k[3:].lower(): v for k, v in env.items() if k.startswith("AE_") and v not in (None, "")}
+    values.pop("api_key", None)
+    values.pop("require_api_key", None)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_compose_memory_limit_covers_the_worst_case_its_settings_allow() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    default = re.compile(r"\$\{[A-Z_]+:-([^}]*)\}")
+    env = {k: default.sub(r"\1", str(v)) for k, v in compose["x-service-env"].items() if v is not None}
+    settings = _settings_from(env)
+    for name in ("api", "api-replica"):
+        limit = default.sub(r"\1", compose["services"][name]["deploy"]["resources"]["limits"]["memory"])
+        worst = settings.worst_case_memory_mib()
+        assert worst <= _mebibytes(limit), f"{name}: worst case {worst:.0f} MiB over its limit {limit}"
+
+
+def test_kubernetes_memory_limit_covers_the_worst_case_its_settings_allow() -> None:
+    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    assert {"AE_BODY_BUFFER_MB", "AE_DECODE_MEMORY_MB"} <= set(env)
+    worst = _settings_from(env).worst_case_memory_mib()
+    limit = container["resources"]["limits"]["memory"]
+    assert worst <= _mebibytes(limit), f"worst case {worst:.0f} MiB over the limit {limit}"
+
+
+def test_the_worst_case_counts_bodies_decodes_and_connections() -> None:
+    base = Settings(_env_file=None)  # type: ignore[call-arg]
+    more = Settings(
+        _env_file=None, body_buffer_mb=base.body_buffer_mb + 10, max_connections=base.max_connections
+    )  # type: ignore[call-arg]
+    assert more.worst_case_memory_mib() - base.worst_case_memory_mib() == pytest.approx(30)
+    two = Settings(_env_file=None, workers=2)  # type: ignore[call-arg]
+    assert two.worst_case_memory_mib() == pytest.approx(2 * base.worst_case_memory_mib())

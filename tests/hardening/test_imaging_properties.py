@@ -1,4 +1,5 @@
-"""Hypothesis on service.imaging: any bytes either decode to a valid model input or raise ImageError.
+"""Hypothesis on the intake's decode (``Intake.decode``, which every uploaded image goes through):
+any bytes either decode to a valid model input or raise ImageError.
 
 Random bytes rarely get past a decoder's magic number, so most examples start from a real image
 in one of the formats users send and damage it (flip, cut, splice bytes), which reaches the
@@ -9,6 +10,7 @@ exception, which would be a 500.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
 
@@ -20,8 +22,24 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from service import imaging
+from service.config import Settings
+from service.intake import Intake, Upload
 
 LIMIT = 4096 * 4096
+INTAKE = Intake(Settings(_env_file=None, max_pixels=LIMIT))  # type: ignore[call-arg]
+
+
+def decode(data: bytes, *, max_pixels: int = LIMIT, resize: bool = False, invert: bool = False) -> np.ndarray:
+    """The production path: on the event loop for small uploads, in a decode thread for the rest."""
+    if max_pixels == LIMIT:
+        return asyncio.run(INTAKE.decode(Upload(data, None), resize=resize, invert=invert))
+    intake = Intake(Settings(_env_file=None, max_pixels=max_pixels))  # type: ignore[call-arg]
+    try:
+        return asyncio.run(intake.decode(Upload(data, None), resize=resize, invert=invert))
+    finally:
+        intake.close()
+
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -73,7 +91,7 @@ def _decode_or_refuse(data: bytes, *, resize: bool, invert: bool) -> None:
         with warnings.catch_warnings():
             # Pillow warns about odd but readable files (e.g. truncated EXIF); a warning is not a failure.
             warnings.simplefilter("ignore")
-            pixels = imaging.decode_image(data, max_pixels=LIMIT, resize=resize, invert=invert)
+            pixels = decode(data, resize=resize, invert=invert)
     except imaging.ImageError as exc:
         assert str(exc), "an ImageError must carry a message for the client"
         return
@@ -104,14 +122,14 @@ def test_bytes_behind_a_real_png_signature_decode_or_raise_image_error(data: byt
 def test_any_8_bit_grey_png_decodes_to_exactly_its_levels(grey: np.ndarray) -> None:
     buffer = io.BytesIO()
     Image.fromarray(grey).save(buffer, "PNG")
-    pixels = imaging.decode_image(buffer.getvalue(), max_pixels=LIMIT)
+    pixels = decode(buffer.getvalue())
     np.testing.assert_array_equal(pixels, grey.astype(np.float32) / 255)
 
 
 @settings(max_examples=100, deadline=None)
 @given(pixels=arrays(np.float32, (28, 28), elements=st.floats(0, 1, width=32)))
 def test_encode_png_then_decode_is_the_8_bit_rounding(pixels: np.ndarray) -> None:
-    decoded = imaging.decode_image(imaging.encode_png(pixels), max_pixels=LIMIT)
+    decoded = decode(imaging.encode_png(pixels))
     np.testing.assert_array_equal(decoded, imaging.to_uint8(pixels).astype(np.float32) / 255)
 
 
@@ -122,11 +140,11 @@ def test_resize_brings_every_size_to_28x28_in_range(width: int, height: int, inv
     buffer = io.BytesIO()
     Image.fromarray(grey).save(buffer, "PNG")
     data = buffer.getvalue()
-    pixels = imaging.decode_image(data, max_pixels=LIMIT, resize=True, invert=invert)
+    pixels = decode(data, resize=True, invert=invert)
     assert pixels.shape == (28, 28) and pixels.min() >= 0.0 and pixels.max() <= 1.0
     if (width, height) != (28, 28):
         with pytest.raises(imaging.WrongImageSize, match=f"{width}×{height}"):
-            imaging.decode_image(data, max_pixels=LIMIT)
+            decode(data)
 
 
 @settings(max_examples=60, deadline=None)
@@ -146,4 +164,4 @@ def test_pixel_limit_is_enforced_from_the_header_alone(width: int, height: int, 
             imaging.open_image(data, limit)
     else:
         with pytest.raises(imaging.ImageError):  # not too large, but it has no pixels
-            imaging.decode_image(data, max_pixels=limit, resize=True)
+            decode(data, max_pixels=limit, resize=True)

@@ -148,17 +148,18 @@ def test_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(slow_
 
 
 def test_an_early_answer_closes_the_connection_of_a_body_nobody_reads(slow_server: LiveServer) -> None:
-    # 404 before the body is read: the client may not go on trickling it over a kept-alive connection.
+    # 413 from the declared length, before the body is read: the client may not go on trickling it
+    # over a kept-alive connection.
     head = (
-        b"POST /denoise?model=nope HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
-        b"Content-Length: 100000\r\n\r\n\x89PNG"
+        b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 100000000\r\n\r\n\x89PNG"
     )
 
     async def scenario() -> Outcome:
         return await _slow(slow_server, head, b"\x00", 8.0)
 
     outcome = asyncio.run(scenario())
-    assert outcome.status == 404, outcome
+    assert outcome.status == 413, outcome
     assert b"connection: close" in outcome.head.lower()
     assert outcome.closed_after_s < DEADLINE_S  # at once, not at the body deadline
 
@@ -166,7 +167,7 @@ def test_an_early_answer_closes_the_connection_of_a_body_nobody_reads(slow_serve
 @pytest.fixture(scope="module")
 def capped_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with live_server(
-        models_dir, tmp_path_factory.mktemp("capped"), AE_MAX_CONCURRENT_REQUESTS="16", AE_BODY_TIMEOUT_S="3"
+        models_dir, tmp_path_factory.mktemp("capped"), AE_MAX_CONCURRENT_REQUESTS="16", AE_BODY_TIMEOUT_S="10"
     ) as live:
         yield live
 
@@ -174,36 +175,65 @@ def capped_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def _in_flight(server: LiveServer) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
     line = next(row for row in text.splitlines() if row.startswith("ae_http_requests_in_flight "))
-    return float(line.split()[1]) - 1  # less the scrape itself
+    return float(line.split()[1])  # probes and the scrape itself are not counted
 
 
-def test_requests_past_the_in_flight_cap_get_503_at_once(capped_server: LiveServer, digit_png: bytes) -> None:
-    head = (
-        b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
-        b"Content-Length: 100000\r\n\r\n\x89PNG"
-    )
+TRICKLED = (
+    b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n\x89PNG"
+)
 
-    async def scenario() -> tuple[list[Outcome], httpx.Response, httpx.Response]:
-        holders = [asyncio.create_task(_slow(capped_server, head, b"\x00", 15.0)) for _ in range(16)]
-        deadline = time.monotonic() + 10
-        while await asyncio.to_thread(_in_flight, capped_server) < 16:
-            assert time.monotonic() < deadline, "the trickling requests never all got in flight"
-            await asyncio.sleep(0.05)
+
+def test_trickled_bodies_take_no_place_in_flight_and_are_cut_by_the_minimum_rate(
+    capped_server: LiveServer, digit_png: bytes
+) -> None:
+    # 64 trickles against a cap of 16: none is admitted (no body yet), so a normal request is served.
+    async def scenario() -> tuple[list[Outcome], httpx.Response, float, float]:
+        holders = [asyncio.create_task(_slow(capped_server, TRICKLED, b"\x00", 15.0)) for _ in range(64)]
+        await asyncio.sleep(1.0)
+        in_flight = await asyncio.to_thread(_in_flight, capped_server)
         async with httpx.AsyncClient(base_url=capped_server.url, timeout=10) as client:
             started = time.monotonic()
-            refused = await client.post("/denoise", content=digit_png, headers={"content-type": "image/png"})
-            assert time.monotonic() - started < 1.0, "the refusal was not immediate"
-            health = await client.get("/healthz")  # probes are never refused
-        return await asyncio.gather(*holders), refused, health
+            served = await client.post("/denoise", content=digit_png, headers={"content-type": "image/png"})
+            took = time.monotonic() - started
+        return await asyncio.gather(*holders), served, took, in_flight
 
-    holders, refused, health = asyncio.run(scenario())
-    assert refused.status_code == 503, refused.text
+    holders, served, took, in_flight = asyncio.run(scenario())
+    assert in_flight == 0, "a request still sending its body was counted in flight"
+    assert served.status_code == 200, served.text
+    assert took < 1.0, f"the normal request took {took:.2f} s"
+    # 10 bytes a second is under AE_MIN_BODY_RATE (240): cut after the 2 s grace, long before the
+    # 10 s body deadline.
+    assert Counter(o.status for o in holders) == {408: 64}
+    assert all(b"AE_MIN_BODY_RATE" in o.head for o in holders)
+    assert max(o.closed_after_s for o in holders) < 2.0 + SLACK_S
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(models_dir, tmp_path_factory.mktemp("one"), AE_MAX_CONCURRENT_REQUESTS="1") as live:
+        yield live
+
+
+def test_admitted_requests_past_the_in_flight_cap_get_503_at_once(
+    one_at_a_time: LiveServer, digit_png: bytes
+) -> None:
+    async def scenario() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=one_at_a_time.url, timeout=10, limits=limits) as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/denoise", content=digit_png, headers={"content-type": "image/png"})
+                    for _ in range(64)
+                )
+            )
+
+    answers = asyncio.run(scenario())
+    statuses = Counter(r.status_code for r in answers)
+    assert set(statuses) == {200, 503} and statuses[200] >= 1, statuses
+    refused = next(r for r in answers if r.status_code == 503)
     assert refused.headers["retry-after"] == "1"
     assert "AE_MAX_CONCURRENT_REQUESTS" in refused.json()["detail"]
-    assert health.status_code == 200
-    assert Counter(o.status for o in holders) == {408: 16}
-    # The slots are free again once the trickles are cut off.
-    served = httpx.post(
-        f"{capped_server.url}/denoise", content=digit_png, headers={"content-type": "image/png"}, timeout=10
-    )
-    assert served.status_code == 200, served.text
+    with httpx.Client(base_url=one_at_a_time.url, timeout=10) as client:
+        assert client.get("/healthz").status_code == 200
+        served = client.post("/denoise", content=digit_png, headers={"content-type": "image/png"})
+        assert served.status_code == 200, served.text

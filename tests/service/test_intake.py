@@ -214,5 +214,5 @@ def test_codes_outside_the_card_range_widened_by_its_width_are_refused(models_di
     inside = np.full(256, high + 0.99 * width).tolist()
     assert code_array(inside, model).shape == (16, 4, 4)
     for value in (high + 1.01 * width, low - 1.01 * width, 3e38):
-        with pytest.raises(InvalidInput, match="takes codes in"):
+        with pytest.raises(InvalidInput, match="takes values in"):
             code_array([value] * 256, model)

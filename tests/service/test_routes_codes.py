@@ -119,9 +119,9 @@ def test_missing_code_field_is_422(client: TestClient) -> None:
     assert r.status_code == 422 and "code" in json.dumps(r.json()["detail"])
 
 
-def test_malformed_json_is_422(client: TestClient) -> None:
+def test_malformed_json_is_400_as_on_v2(client: TestClient) -> None:
     r = client.post("/decode", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
 
 
 def test_unknown_model_is_404(client: TestClient, code: dict) -> None:

@@ -219,8 +219,8 @@ def test_compressed_requests_versions_and_request_ids_work(
         (MODEL, lambda x: image_input(x, name="pixels"), "422", "takes exactly one input, 'image'"),
         (MODEL, lambda x: _fp64(x), "422", "datatype FP64"),
         (MODEL, lambda x: image_input(np.full_like(x, np.nan)), "422", "NaN"),
-        (MODEL, lambda x: image_input(x * 255), "422", "[0.0, 1.0]"),
-        (MODEL, lambda x: image_input(np.repeat(x, 65, axis=0)), "422", "batch of 65"),
+        (MODEL, lambda x: image_input(x * 255), "422", "takes values in [0, 1]"),
+        (MODEL, lambda x: image_input(np.repeat(x, 65, axis=0)), "422", "65 rows of input"),
     ],
     ids=["unknown", "unet-encoder", "size", "rank", "input-name", "datatype", "nan", "range", "batch"],
 )

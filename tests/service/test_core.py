@@ -1,4 +1,4 @@
-"""Request ids, the access log line, the body-size limit and CORS, through the real app."""
+"""The request core (service/core.py) through the real app: ids, the log line, limits, errors, CORS."""
 
 from __future__ import annotations
 
@@ -115,3 +115,36 @@ def test_cors_allows_the_configured_origin_only(limited: TestClient) -> None:
 def test_no_cors_headers_without_configured_origins(client: TestClient) -> None:
     r = client.get("/healthz", headers={"origin": "https://demo.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_every_refusal_of_the_core_is_detail_on_rest_and_error_on_v2(limited: TestClient) -> None:
+    big = {"content-length": str(LIMIT + 1), "content-type": "application/octet-stream"}
+    rest = limited.post("/denoise", content=b"x" * (LIMIT + 1), headers=big)
+    v2 = limited.post("/v2/models/mnist-s2d/infer", content=b"x" * (LIMIT + 1), headers=big)
+    assert rest.status_code == v2.status_code == 413
+    assert set(rest.json()) == {"detail"} and "AE_MAX_UPLOAD_BYTES" in rest.json()["detail"]
+    assert set(v2.json()) == {"error"} and "AE_MAX_UPLOAD_BYTES" in v2.json()["error"]
+
+
+def test_api_key_refusals_follow_the_protocol_of_the_route(app_factory: Callable[..., Any]) -> None:
+    with TestClient(app_factory(api_key="s3cret")) as c:
+        rest = c.post("/denoise", content=b"x", headers=PNG)
+        v2 = c.post("/v2/models/mnist-s2d/infer", json={"inputs": []})
+        v2_meta = c.get("/v2/models/mnist-s2d")
+        codes = c.post("/decode", json={"code": [0.0]})
+    assert rest.status_code == v2.status_code == v2_meta.status_code == codes.status_code == 401
+    assert set(rest.json()) == set(codes.json()) == {"detail"}
+    assert set(v2.json()) == set(v2_meta.json()) == {"error"}
+    assert rest.headers["www-authenticate"] == "Bearer"
+
+
+def test_served_by_names_the_replica_on_every_response(app_factory: Callable[..., Any]) -> None:
+    with TestClient(app_factory(served_by="replica-1@node-a")) as c:
+        answers = [c.get("/healthz"), c.post("/denoise", content=b"not an image", headers=PNG)]
+    assert [r.headers["x-served-by"] for r in answers] == ["replica-1@node-a"] * 2
+
+
+def test_a_cold_route_body_is_read_under_the_same_limits(limited: TestClient) -> None:
+    # /admin/reload takes no body, but a client may send one: still capped by AE_MAX_UPLOAD_BYTES.
+    r = limited.post("/admin/reload", content=b"x" * (LIMIT + 1))
+    assert r.status_code == 413 and r.headers["connection"] == "close"
