@@ -97,35 +97,21 @@ def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
     """``[n, (28/pool)² + 7]``: average-pooled pixels and the share of pixels above each grey level."""
     x = _images(images)
     n, side = len(x), x.shape[-1]
-    flat = x.reshape(n, side * side)
-    # Few numpy calls, whatever the batch (a request scores one image): pooling is one matrix
-    # product, the grey levels one searchsorted, one bincount and one product (bench/ood_cost.py).
-    pooled = flat @ _pooling(side, pool)
-    levels = np.searchsorted(_EDGES, flat, side="left")  # 0..7: how many edges lie below each pixel
-    offsets = _OFFSETS[:n] if n <= len(_OFFSETS) else 8 * np.arange(n)[:, None]
-    counts = np.bincount((levels + offsets).ravel(), minlength=8 * n)
-    above = counts.reshape(n, 8).astype(np.float32) @ (_ABOVE / float(side * side))
-    return np.concatenate([pooled, above], axis=1)
+    cells = side // pool
+    # Few numpy calls whatever the batch (a request scores one image; bench/ood_cost.py): two sums
+    # for the pooling, one broadcast comparison for the grey levels.
+    pooled = x.reshape(n, cells, pool, side).sum(axis=2).reshape(n, cells, cells, pool).sum(axis=3)
+    above = np.count_nonzero(x.reshape(n, 1, side * side) > _EDGES[None, :, None], axis=2)
+    return np.concatenate(
+        [
+            pooled.reshape(n, cells * cells) * (1.0 / (pool * pool)),
+            (above / (side * side)).astype(np.float32),
+        ],
+        axis=1,
+    )
 
 
 _EDGES = np.asarray(HISTOGRAM_EDGES, dtype=np.float32)
-# above[k] = the pixels whose level (edges below them) exceeds k.
-_ABOVE = (np.arange(8)[:, None] > np.arange(7)[None, :]).astype(np.float32)
-_OFFSETS = 8 * np.arange(256)[:, None]
-
-
-def _pooling(side: int, pool: int) -> np.ndarray:
-    """``[side², (side/pool)²]``: flat pixels → means of ``pool``×``pool`` blocks."""
-    key = (side, pool)
-    if key not in _POOLING:
-        rows, cols = np.divmod(np.arange(side * side), side)
-        m = np.zeros((side * side, (side // pool) ** 2), np.float32)
-        m[np.arange(side * side), (rows // pool) * (side // pool) + cols // pool] = 1.0 / (pool * pool)
-        _POOLING[key] = m
-    return _POOLING[key]
-
-
-_POOLING: dict[tuple[int, int], np.ndarray] = {}
 
 
 def features(
@@ -181,7 +167,7 @@ class Distance:
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         """log squared Mahalanobis distance of each vector to the nearest cluster."""
         y = np.asarray(vectors, dtype=np.float32) @ self.whiten
-        d2 = (y @ self._minus_2ct + self._norms).min(axis=1) + np.einsum("ij,ij->i", y, y)
+        d2 = (y @ self._minus_2ct + self._norms).min(axis=1) + (y * y).sum(axis=1)
         return np.log(np.maximum(d2, 0.0).astype(np.float64) + _EPS)
 
 
