@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # for about half the CPU per request (docs/benchmarks.md). Scale with AE_WORKERS or replicas.
     intra_op_threads: int = Field(default=1, ge=0)
     inter_op_threads: int = Field(default=0, ge=0)
+    # Out-of-distribution scores on every answer of a calibrated model (docs/api.md); off saves
+    # what docs/benchmarks.md measures, and answers reject_ood with 422.
+    ood_scores: bool = True
 
     api_key: SecretStr | None = None
     # Fail closed: refuse to start without a key (a deployment that means to have one, deploy/k8s).

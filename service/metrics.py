@@ -12,6 +12,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Sub-millisecond to seconds: a single 28×28 inference is ~0.1 ms, a saturated queue ~1 s.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Percentiles of validation images: the bulk, the tail where thresholds sit, and past all of them.
+_OOD_BUCKETS = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99)
 
 
 class Metrics:
@@ -60,6 +62,14 @@ class Metrics:
             "Time of one onnxruntime call on one batch, by graph.",
             ["graph"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ood_percentile = Histogram(
+            "ae_ood_percentile",
+            "Out-of-distribution score of each image a model answered: its percentile among the "
+            "model's validation images (100: past all of them), by model and view (denoise, encode).",
+            ["model", "view"],
+            buckets=_OOD_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(

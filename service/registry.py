@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import ood
 from service.inference import (
     CUDA,
     Device,
@@ -56,6 +57,8 @@ class Model:
     code_shape: tuple[int, ...] | None
     card: dict[str, Any]
     graphs: dict[str, GraphSession]
+    # The out-of-distribution calibration (card["ood"] and ood.npz), None for an uncalibrated model.
+    ood: ood.Calibration | None = None
 
     @property
     def has_code(self) -> bool:
@@ -267,12 +270,17 @@ def load_model(
             raise ModelError(f"{path}: AE_DEVICE=cuda but onnxruntime placed it on {session.provider}")
         graphs[role] = session
     code_shape = card["code_shape"]
+    try:
+        calibration = ood.load(model_dir, card)
+    except (ood.CalibrationError, OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"{model_dir}: out-of-distribution calibration unusable ({exc})") from exc
     return Model(
         id=card["id"],
         arch=card["arch"],
         code_shape=tuple(code_shape) if code_shape is not None else None,
         card=card,
         graphs=graphs,
+        ood=calibration,
     )
 
 

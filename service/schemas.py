@@ -7,12 +7,25 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+class OodScore(BaseModel):
+    """How far the input is from what the model was trained on (docs/api.md, "Out-of-distribution score")."""
+
+    percentile: float = Field(
+        description="percentile of the input's score among the model's validation images "
+        "(all noise levels); 100 past every one of them",
+        examples=[42.5],
+    )
+    in_distribution: bool = Field(description="false when the percentile is past the threshold")
+    threshold: float = Field(description="the percentile past which the card calls an input an outsider")
+
+
 class PixelsResponse(BaseModel):
     """An image as floats in [0, 1], rows of columns."""
 
     model: str = Field(description="id of the model that produced it")
     shape: list[int] = Field(examples=[[28, 28]])
     pixels: list[list[float]]
+    ood: OodScore | None = Field(None, description="absent for a model whose card has no calibration")
 
 
 class CodeResponse(BaseModel):
@@ -21,6 +34,15 @@ class CodeResponse(BaseModel):
     model: str
     shape: list[int] = Field(examples=[[16, 4, 4]])
     code: list[float]
+    ood: OodScore | None = Field(None, description="absent for a model whose card has no calibration")
+
+
+class OodRefusal(BaseModel):
+    """422 for ``reject_ood=true`` when an input is past the model's threshold."""
+
+    detail: str
+    ood: list[OodScore] = Field(description="one score per input, in order")
+    outsiders: list[int] = Field(description="indices of the inputs past the threshold")
 
 
 class DecodeRequest(BaseModel):

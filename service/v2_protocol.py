@@ -232,8 +232,12 @@ def encode_response(
     values: np.ndarray,
     *,
     binary: bool,
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """The response body and its extra headers (``Inference-Header-Content-Length`` for binary)."""
+    """The response body and its extra headers (``Inference-Header-Content-Length`` for binary).
+
+    ``parameters`` become the response's ``parameters`` object (the out-of-distribution scores).
+    """
     data = np.ascontiguousarray(values, dtype="<f4")
     tensor: dict[str, Any] = {"name": output.name, "datatype": FP32, "shape": list(data.shape)}
     if binary:
@@ -243,6 +247,8 @@ def encode_response(
     document: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": [tensor]}
     if request_id is not None:
         document["id"] = request_id
+    if parameters:
+        document["parameters"] = parameters
     head = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     if not binary:
         return head, {}

@@ -28,8 +28,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from training.calibrate import Data as CalibrationData
+from training.calibrate import calibrate
 from training.checkpoint import load_checkpoint, load_model
-from training.data import VAL_FRACTION, VAL_SPLIT_SEED, load_dataset
+from training.data import VAL_FRACTION, VAL_SPLIT_SEED, DataError, load_dataset
 from training.models import Autoencoder, Model
 
 OPSET = 18
@@ -391,10 +393,23 @@ def main(argv: list[str] | None = None) -> None:
         },
         autoencoder_only=args.autoencoder_only,
     )
-    if (args.out / "encoder.onnx").exists():  # only autoencoders have a code range (and need the data)
-        data = train_cfg.get("data", "mnist5k")
-        own = {k: train_cfg[k] for k in ("skip_bad", "invert") if k in train_cfg} if ":" in data else {}
-        record_code_range(args.out, load_dataset(data, args.data_dir, **own).train_x)
+    data = train_cfg.get("data", "mnist5k")
+    own = {k: train_cfg[k] for k in ("skip_bad", "invert") if k in train_cfg} if ":" in data else {}
+    try:
+        split = load_dataset(data, args.data_dir, **own)
+    except DataError as exc:
+        if (args.out / "encoder.onnx").exists():  # a code range needs the data: fail as before
+            raise
+        log.warning(
+            "%s: no out-of-distribution calibration, %s (python -m training.calibrate %s)",
+            args.out,
+            exc,
+            args.out,
+        )
+        return
+    if (args.out / "encoder.onnx").exists():  # only autoencoders have a code range
+        record_code_range(args.out, split.train_x)
+    calibrate(args.out, CalibrationData.of(split))  # the card's out-of-distribution score
 
 
 if __name__ == "__main__":

@@ -456,7 +456,17 @@ def write_summary(path: Path, results: Sequence[dict[str, Any]], command: str) -
             "",
         ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts).rstrip() + "\n")
+    # The out-of-distribution section (training.ood_eval writes its table) is not this summary's:
+    # keep it, from its heading to the end, as it stands.
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if (at := old.find(OOD_SECTION)) >= 0:
+            kept = "\n" + old[at:]
+    path.write_text("\n".join(parts).rstrip() + "\n" + kept)
+
+
+OOD_SECTION = "## Out-of-distribution scores"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from tqdm import tqdm
 
 from training import noise as noise_models
 from training.board import Board, BoardError
+from training.calibrate import Data as CalibrationData
+from training.calibrate import calibrate
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import DATASETS, VAL_NOISE_SEED, DataError, add_noise, load_dataset
 from training.export import ExportError, export_model, model_id_for, record_code_range
@@ -461,6 +463,7 @@ def train(
             autoencoder_only=model_cfg.arch not in CODELESS and cfg.lesson,
         )
         record_code_range(out, train_x)
+        calibrate(out, CalibrationData.of(split))  # the card's out-of-distribution score
     return summary
 
 

@@ -69,7 +69,10 @@ router.post(
     response_class=Response,
     responses={
         200: {
-            "content": {"image/png": {}, "application/json": {"schema": PixelsResponse.model_json_schema()}}
+            "content": {
+                "image/png": {},
+                "application/json": {"schema": {"$ref": "#/components/schemas/PixelsResponse"}},
+            }
         },
         **_ERRORS,
     },

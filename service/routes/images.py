@@ -9,13 +9,13 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
-from service import imaging
+from service import imaging, ood
 from service.calls import Call, Reply, json_reply
 from service.core import WorkRoute
 from service.errors import BadParameter, NoCode
 from service.registry import AUTOENCODER, ENCODER, Model, Registry
 from service.routes._route import RequestOnlyRoute, endpoint
-from service.schemas import CodeResponse, ErrorResponse, PixelsResponse
+from service.schemas import CodeResponse, ErrorResponse, OodRefusal, PixelsResponse
 
 # The request core answers these routes (service/core.py); FastAPI declares them for the OpenAPI
 # schema, which documents their parameters and bodies (_PARAMETERS, _IMAGE_BODY).
@@ -46,6 +46,14 @@ _PARAMETERS: list[dict[str, Any]] = [
         "description": "the input is dark on light: invert it first",
         "schema": {"type": "boolean", "default": False},
     },
+    {
+        "name": ood.REJECT_PARAMETER,
+        "in": "query",
+        "required": False,
+        "description": "answer 422 with the out-of-distribution scores instead of a result when an "
+        "input is past the model's threshold (docs/api.md)",
+        "schema": {"type": "boolean", "default": False},
+    },
 ]
 
 
@@ -70,18 +78,43 @@ def model_with_code(registry: Registry, model_id: str | None) -> Model:
     return model
 
 
-def pixels_body(model: Model, image: np.ndarray) -> dict[str, object]:
-    """The JSON form of one [28, 28] (or [1, 28, 28]) image."""
+def pixels_body(
+    model: Model, image: np.ndarray, scored: ood.Outcome | None = None, i: int = 0
+) -> dict[str, object]:
+    """The JSON form of one [28, 28] (or [1, 28, 28]) image, with image ``i``'s score of ``scored``."""
     pixels = np.asarray(image, dtype=np.float32).reshape(imaging.SIDE, imaging.SIDE)
-    return {"model": model.id, "shape": [imaging.SIDE, imaging.SIDE], "pixels": pixels.tolist()}
+    body: dict[str, object] = {
+        "model": model.id,
+        "shape": [imaging.SIDE, imaging.SIDE],
+        "pixels": pixels.tolist(),
+    }
+    if scored is not None:
+        body["ood"] = scored.field(i)
+    return body
 
 
-def image_reply(call: Call, model: Model, image: np.ndarray) -> Reply:
-    """PNG, or JSON pixels when the client asks for ``application/json``."""
+def image_reply(call: Call, model: Model, image: np.ndarray, scored: ood.Outcome | None = None) -> Reply:
+    """PNG (the score in headers), or JSON pixels (the score a field) for ``Accept: application/json``."""
     if call.wants_json:
-        return json_reply(pixels_body(model, image))
+        return json_reply(pixels_body(model, image, scored))
     png = imaging.encode_png(np.asarray(image).reshape(imaging.SIDE, imaging.SIDE))
-    return Reply(png, "image/png", {"X-Model": model.id})
+    return Reply(png, "image/png", {"X-Model": model.id, **(scored.headers() if scored is not None else {})})
+
+
+def _refused(call: Call, model: Model, scored: ood.Outcome | None) -> Reply | None:
+    """The 422 answer when the request asked for ``reject_ood`` and an input is an outsider."""
+    if not _flag(call, ood.REJECT_PARAMETER):
+        return None
+    if scored is None:
+        raise BadParameter(
+            f"no out-of-distribution score for model {model.id!r} (its card has no calibration, or "
+            "AE_OOD_SCORES is off): drop reject_ood"
+        )
+    if not scored.outsiders:
+        return None
+    reply = json_reply(scored.refusal())
+    reply.status = 422
+    return reply
 
 
 async def _images(call: Call, *, batch: bool, needs_code: bool) -> tuple[Model, np.ndarray]:
@@ -136,40 +169,57 @@ _BATCH_BODY: dict[str, Any] = {
     },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 503)
 }
+# 422: a wrong input, a model without a code, or (reject_ood=true) an input past the threshold.
+_ERRORS[422] = {"model": ErrorResponse | OodRefusal}
 
 
-def _code_body(model: Model, code: np.ndarray) -> dict[str, object]:
-    return {"model": model.id, "shape": list(model.code_shape or ()), "code": code.reshape(-1).tolist()}
+def _code_body(model: Model, code: np.ndarray, scored: ood.Outcome | None, i: int = 0) -> dict[str, object]:
+    body: dict[str, object] = {
+        "model": model.id,
+        "shape": list(model.code_shape or ()),
+        "code": code.reshape(-1).tolist(),
+    }
+    if scored is not None:
+        body["ood"] = scored.field(i)
+    return body
 
 
 async def denoise(call: Call) -> Reply:
     """Denoise one 28×28 image."""
     chosen, images = await _images(call, batch=False, needs_code=False)
     output = await call.state.infer(chosen, AUTOENCODER, images)
-    return image_reply(call, chosen, output[0])
+    scored = await ood.score(call.state, chosen, "denoise", images, outputs=output)
+    return _refused(call, chosen, scored) or image_reply(call, chosen, output[0], scored)
 
 
 async def denoise_batch(call: Call) -> Reply:
     """Denoise several images; one result per file, in order."""
     chosen, images = await _images(call, batch=True, needs_code=False)
     outputs = await call.state.infer(chosen, AUTOENCODER, images)
-    return json_reply([pixels_body(chosen, out) for out in outputs])
+    scored = await ood.score(call.state, chosen, "denoise", images, outputs=outputs)
+    return _refused(call, chosen, scored) or json_reply(
+        [pixels_body(chosen, out, scored, i) for i, out in enumerate(outputs)]
+    )
 
 
 async def encode(call: Call) -> Reply:
     """The latent code of one image."""
     chosen, images = await _images(call, batch=False, needs_code=True)
     codes = await call.state.infer(chosen, ENCODER, images)
-    return json_reply(_code_body(chosen, codes[0]))
+    scored = await ood.score(call.state, chosen, "encode", images, codes=codes)
+    return _refused(call, chosen, scored) or json_reply(_code_body(chosen, codes[0], scored))
 
 
 async def encode_batch(call: Call) -> Reply:
     """The latent codes of several images; one per file, in order."""
     chosen, images = await _images(call, batch=True, needs_code=True)
     codes = await call.state.infer(chosen, ENCODER, images)
-    return json_reply([_code_body(chosen, code) for code in codes])
+    scored = await ood.score(call.state, chosen, "encode", images, codes=codes)
+    return _refused(call, chosen, scored) or json_reply(
+        [_code_body(chosen, code, scored, i) for i, code in enumerate(codes)]
+    )
 
 
 WORK = [
@@ -180,7 +230,10 @@ WORK = [
 ]
 
 _PNG_OR_PIXELS = {
-    "content": {"image/png": {}, "application/json": {"schema": PixelsResponse.model_json_schema()}}
+    "content": {
+        "image/png": {},
+        "application/json": {"schema": {"$ref": "#/components/schemas/PixelsResponse"}},
+    }
 }
 router.post(
     "/denoise",

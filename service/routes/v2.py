@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from service import ood
 from service.calls import Call, Reply
 from service.core import WorkRoute
 from service.deps import ReadyState, StateDep, require_api_key
@@ -168,8 +169,19 @@ async def infer(call: Call) -> Reply:
     )
     binary = wants_binary(parsed, endpoint_.output)
     outputs = await state.infer(endpoint_.model, endpoint_.graph, rows)
+    scored = None
+    if endpoint_.graph == AUTOENCODER:
+        scored = await ood.score(state, endpoint_.model, "denoise", rows, outputs=outputs)
+    elif endpoint_.graph == ENCODER:
+        scored = await ood.score(state, endpoint_.model, "encode", rows, codes=outputs)
     content, headers = encode_response(
-        endpoint_.name, VERSION, parsed.id, endpoint_.output, outputs, binary=binary
+        endpoint_.name,
+        VERSION,
+        parsed.id,
+        endpoint_.output,
+        outputs,
+        binary=binary,
+        parameters=scored.parameters() if scored is not None else None,
     )
     return Reply(content, "application/octet-stream" if binary else "application/json", headers)
 

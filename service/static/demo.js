@@ -292,6 +292,48 @@ function describeCode() {
       "the /encode default, appears here as a heat map.";
 }
 
+// ---- out-of-distribution score ------------------------------------------------------------------
+
+// What a model's training images were, in a word for the sentence under the result.
+function kindOf(model) {
+  if (model.dataset === "mnist5k" || model.dataset === "mnist") return "a digit";
+  if (model.dataset === "fashion") return "a garment";
+  return "its training images";
+}
+
+function ordinal(value) {
+  const text = value >= 99 ? value.toFixed(1) : String(Math.round(value));
+  const whole = Math.round(value);
+  if (text.includes(".")) return `${text}th`;
+  const tens = whole % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][whole % 10] || "th";
+  return `${text}${suffix}`;
+}
+
+// The score the server sent with the denoised image (X-OOD-Percentile, X-In-Distribution).
+function showOod(response, model) {
+  const box = $("ood");
+  const percentile = response.headers.get("x-ood-percentile");
+  if (percentile === null) {
+    box.hidden = true;
+    return;
+  }
+  const value = Number(percentile);
+  const inside = response.headers.get("x-in-distribution") === "true";
+  const threshold = Number(response.headers.get("x-ood-threshold") || "99.5");
+  $("ood-meter").value = value;
+  $("ood-meter").high = threshold;
+  const where = value >= 100
+    ? "past every one of its validation images"
+    : `${ordinal(value)} percentile of its validation images`;
+  $("ood-text").textContent = inside
+    ? `This looks like ${kindOf(model)} to ${model.id}: ${where}.`
+    : `This does not look like ${kindOf(model)} to ${model.id}: ${where} (past the ${threshold}th); ` +
+      "do not trust the result.";
+  box.classList.toggle("outsider", !inside);
+  box.hidden = false;
+}
+
 // ---- server ------------------------------------------------------------------------------------
 
 function say(text) {
@@ -423,6 +465,7 @@ async function run() {
     img.src = URL.createObjectURL(png);
     await loaded;
     img.alt = `Denoised by ${model.id} from noise level ${sigma.toFixed(2)}`;
+    showOod(denoised.response, model);
     if (encoded) {
       const body = await encoded.response.json();
       drawCode(body.code, body.shape, source, model);

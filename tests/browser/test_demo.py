@@ -283,6 +283,8 @@ def test_uploaded_image_is_denoised_at_phone_width(
     assert np.corrcoef(clean.ravel(), mnist_test_images[0].ravel())[0, 1] > 0.6
     denoise_and_wait(page)
     assert pixels(page, "#denoised").shape == (28, 28)
+    sentence = page.locator("#ood-text").inner_text()
+    assert sentence.startswith("This looks like a digit to "), sentence
     assert page.locator("#heatmap").is_visible(), "no code shown with the defaults"
     # Nothing wider than the phone: no sideways scrolling.
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -330,4 +332,37 @@ def test_page_asks_for_the_api_key_once_and_sends_it(browser: Any, keyed_server:
     assert np.abs(pixels(page, "#denoised").astype(int) - expected).max() <= 1
     # Nothing is stored beyond the page: a new page asks again.
     assert page.evaluate("Object.keys(localStorage).length + Object.keys(sessionStorage).length") == 0
+    page.close()
+
+
+def test_a_garment_is_called_an_outsider_under_the_result(
+    browser: Any, live_server: str, tmp_path: Path
+) -> None:
+    """A Fashion-MNIST test image sent to the /denoise default (a digit model): the sentence under
+    the result says it does not look like a digit, with the percentile the server sent."""
+    from training.data import FASHION_DIR, load_idx_dataset
+
+    denoiser = default_for(live_server, "denoise")
+    garment = load_idx_dataset(FASHION_DIR).test_x[1]  # a pullover: a filled shape, not a stroke
+    path = tmp_path / "garment.png"
+    Image.fromarray(np.rint(garment * 255).astype(np.uint8)).resize((112, 112)).save(path)
+    page = open_demo(browser, live_server, DESKTOP)
+    page.get_by_label("Or upload an image").set_input_files(str(path))
+    page.wait_for_function(
+        "document.querySelector('#clean').getContext('2d')"
+        ".getImageData(0, 0, 28, 28).data.some((v, i) => i % 4 == 0 && v > 200)"
+    )
+    denoise_and_wait(page)
+    sentence = page.locator("#ood-text").inner_text()
+    assert sentence.startswith(f"This does not look like a digit to {denoiser['id']}"), sentence
+    # The gauge and the words show the score the server computes for the image the page sent.
+    response = httpx.post(
+        f"{live_server}/denoise", content=noisy_png(page), headers={"Content-Type": "image/png"}, timeout=30
+    )
+    assert response.headers["X-In-Distribution"] == "false"
+    served = float(response.headers["X-OOD-Percentile"])
+    assert float(page.locator("#ood-meter").get_attribute("value") or "nan") == pytest.approx(
+        served, abs=0.01
+    )
+    assert page.errors == []
     page.close()

@@ -346,6 +346,7 @@ def test_the_schema_documents_the_query_parameters(client: TestClient, path: str
         "model": {"type": "string"},
         "resize": {"type": "boolean", "default": False},
         "invert": {"type": "boolean", "default": False},
+        "reject_ood": {"type": "boolean", "default": False},
     }
 
 

@@ -193,6 +193,8 @@ def test_cli_exports_a_checkpoint(tmp_path: Path) -> None:
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert (card["id"], card["seed"], card["description"]) == ("mnist-conv", 3, "from a checkpoint")
     assert card["graphs"] == {"autoencoder": "autoencoder.onnx"}
+    # Calibrated for /denoise alone: the lesson's export has a code shape but no encoder graph.
+    assert list(card["ood"]["views"]) == ["denoise"]
 
 
 def test_cli_names_an_own_data_model_after_its_folder_and_records_its_noise(tmp_path: Path) -> None:
@@ -212,6 +214,7 @@ def test_cli_names_an_own_data_model_after_its_folder_and_records_its_noise(tmp_
     main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "my-glyphs")])
     card = json.loads((tmp_path / "my-glyphs" / "card.json").read_text())
     assert card["id"] == "my-glyphs" and card["dataset"] == "folder:/data/glyphs"
+    assert "ood" not in card  # its images are not readable here: exported, and left uncalibrated
     assert card["noise"]["kind"] == "salt-pepper" and card["noise"]["levels"]["salt-pepper"]["range"] == [
         0.0,
         0.2,

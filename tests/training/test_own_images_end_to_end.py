@@ -25,6 +25,7 @@ from tests.training.own_images import glyph, write_folder
 from training import evaluate, train
 from training.checkpoint import load_checkpoint
 from training.evaluate import run_onnx
+from training.noise import KINDS
 from training.sources import convert
 
 pytestmark = pytest.mark.timeout(300)
@@ -69,6 +70,8 @@ def test_own_folder_trains_for_every_noise_evaluates_and_serves_after_a_reload(
         )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
+    assert 0.0 <= float(response.headers["X-OOD-Percentile"]) <= 100.0
+    assert response.headers["X-In-Distribution"] in ("true", "false")
     served = np.asarray(Image.open(io.BytesIO(response.content)))
     assert served.shape == (28, 28)
     # The service ran the new model on exactly the conversion it was trained with.
@@ -99,6 +102,9 @@ def _train_and_evaluate(tmp_path: Path, models: Path) -> tuple[Path, bytes]:
     assert card["id"] == "my-glyphs" and card["dataset"] == f"folder:{data}"
     assert card["noise"]["kind"] == "mixed" and card["split"]["inverted"] is True
     assert (card["split"]["train"], card["split"]["validation"], card["split"]["test"]) == (210, 30, 60)
+    # Its out-of-distribution score is calibrated on its own validation split, under every noise kind.
+    assert card["ood"]["calibrated_on"]["images"] == 30 and (out / "ood.npz").is_file()
+    assert {kind for kind, _ in card["ood"]["calibrated_on"]["conditions"]} == set(KINDS)
 
     evaluate.main(["--model", str(out), "--test-limit", "12", "--tune-images", "6"])
     report = (out / "report" / "README.md").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.training.conftest import constant, rows_for
 from training.report import _params_table, check_targets, reference_table, table
 
@@ -169,3 +171,14 @@ def test_params_table_says_where_each_optimum_fell_and_that_none_is_on_an_edge()
     cache = _tuned_cache()
     cache["methods"]["median_tuned"]["tuning"][1]["on_grid_edge"] = True
     assert "these sit on a grid edge: median (size tuned per s) s=0.6" in _params_table(cache)
+
+
+def test_summary_keeps_the_out_of_distribution_section_it_does_not_write(tmp_path: Path) -> None:
+    from training.report import OOD_SECTION, write_summary
+
+    path = tmp_path / "evaluation.md"
+    path.write_text(f"# old summary\n\n{OOD_SECTION}\n\nthe table\n")
+    write_summary(path, [], "python -m training.evaluate --all --summary docs/evaluation.md")
+    text = path.read_text()
+    assert "# old summary" not in text and text.startswith("# Evaluation summary")
+    assert text.endswith(f"\n{OOD_SECTION}\n\nthe table\n")

@@ -42,9 +42,14 @@ def test_dry_run_trains_checkpoints_and_exports(tmp_path: Path) -> None:
         "decoder.onnx",
         "autoencoder.onnx",
         "card.json",
+        "ood.npz",
     }
     card = json.loads((out / "card.json").read_text())
     assert card["id"] == "mnist-conv"
+    # Calibrated on the validation split: /denoise over the code and the pictures, /encode the code.
+    assert card["ood"]["views"]["denoise"]["signals"] == ["code", "pictures"]
+    assert card["ood"]["views"]["encode"]["signals"] == ["code"]
+    assert card["ood"]["calibrated_on"]["images"] == 500
     assert card["config"]["train"]["arch"] == "conv"
     assert card["training"]["epochs_done"] == 1
     state = load_checkpoint(ckpt)

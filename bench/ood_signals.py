@@ -1,0 +1,149 @@
+"""Which out-of-distribution signals to calibrate: AUROC of candidate views on VALIDATION data.
+
+    python -m bench.ood_signals models/mnist-s2d models/mnist-denoise \
+        models/fashion-denoise models/fashion-s2d
+
+In-distribution: the model's validation images (the first half calibrates each candidate view with
+contract.ood.fit_view, the second half is scored); distances are fitted to training images as
+training.calibrate fits them. Outsiders, none from a test split: the other data set's train split,
+uniform noise, letters (training.outsiders, another seed than the evaluation's) and the inverted
+second half, all at every noise level (clean and the protocol's seven) with the same corruption
+as the insiders. Codeless denoisers also try the code of the data set's blind autoencoder (a side
+graph). Prints one markdown table per model: AUROC per candidate and level, and the share of
+insiders past each candidate's 99.5th percentile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from contract import ood
+from training import calibrate as cal
+from training import outsiders
+from training.ood_eval import auroc
+
+LEVELS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+N = 500
+SIDE = {"mnist5k": "models/mnist-denoise", "fashion": "models/fashion-denoise"}
+OTHER = {"mnist5k": "fashion", "fashion": "mnist5k"}
+Features = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+FEATURES: dict[str, Features] = {
+    "input pictures": lambda x, o, c: ood.descriptor(x),
+    "output pictures": lambda x, o, c: ood.descriptor(o),
+    "pictures (input+output)": lambda x, o, c: ood.features("pictures", x, o, None),
+}
+
+
+class Model:
+    """The graphs of one model (and a side encoder), the fitted distances, its signals."""
+
+    def __init__(self, model_dir: Path, card: dict, train: np.ndarray) -> None:
+        self.ae = cal.Graph(model_dir / "autoencoder.onnx")
+        self.encoders: dict[str, cal.Graph] = {}
+        if card.get("code_shape"):
+            self.encoders["code"] = cal.Graph(model_dir / "encoder.onnx")
+        elif card["dataset"] in SIDE:
+            self.encoders["side code"] = cal.Graph(Path(SIDE[card["dataset"]]) / "encoder.onnx")
+        rng = np.random.default_rng(cal.FIT_SEED)
+        images = train[rng.permutation(len(train))[: cal.MAX_FIT]]
+        pick = rng.integers(0, len(LEVELS), len(images))
+        noisy = images.copy()
+        for i, s in enumerate(LEVELS):
+            noisy[pick == i] = cal.corrupt("gaussian", images[pick == i], s, cal.FIT_SEED + i)
+        outputs = self.ae(noisy)
+        self.distances = {name: ood.fit_distance(f(noisy, outputs, None)) for name, f in FEATURES.items()}
+        for name, enc in self.encoders.items():
+            self.distances[name] = ood.fit_distance(enc(noisy))
+
+    def signals(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        out = self.ae(images)
+        values = {
+            "reconstruction": ood.reconstruction_signal(images, out),
+            "residual": ood.residual_signal(images, out),
+        }
+        for name, f in FEATURES.items():
+            values[name] = self.distances[name](f(images, out, None))
+        for name, enc in self.encoders.items():
+            values[name] = self.distances[name](enc(images).reshape(len(images), -1))
+        return values, ood.noise_estimate(images)
+
+
+def candidates(code: str | None) -> dict[str, tuple[tuple[str, ...], int]]:
+    """name → (signals, noise bins)."""
+    c: dict[str, tuple[tuple[str, ...], int]] = {
+        "reconstruction, 8 noise bins": (("reconstruction",), 8),
+        "residual, 8 noise bins": (("residual",), 8),
+        "reconstruction + residual, 8 noise bins": (("reconstruction", "residual"), 8),
+        "input pictures": (("input pictures",), 1),
+        "output pictures": (("output pictures",), 1),
+        "pictures (input+output)": (("pictures (input+output)",), 1),
+        "pictures (input+output), 8 noise bins": (("pictures (input+output)",), 8),
+    }
+    if code is not None:
+        c[code] = ((code,), 1)
+        c[f"{code}, 8 noise bins"] = ((code,), 8)
+        c[f"{code} + input pictures"] = ((code, "input pictures"), 1)
+        c[f"{code} + pictures (input+output)"] = ((code, "pictures (input+output)"), 1)
+    return c
+
+
+def run(model_dir: Path) -> None:
+    card = json.loads((model_dir / "card.json").read_text())
+    dataset = card["dataset"]
+    data = cal.load_data(dataset)
+    model = Model(model_dir, card, data.train)
+    val = data.validation[: 2 * N]
+    half = len(val) // 2
+    fit_part, score_part = val[:half], val[half:]
+    sets = {
+        "other data set (train split)": cal.load_data(OTHER[dataset]).train[:N],
+        "uniform noise": outsiders.uniform_noise(N, 11),
+        "letters": outsiders.letters(N, 12),
+        "inverted": outsiders.inverted(score_part),
+    }
+    code = next(iter(model.encoders), None)
+    cands = candidates(code)
+    parts = [model.signals(cal.corrupt("gaussian", fit_part, s, 900 + i)) for i, s in enumerate(LEVELS)]
+    fit_values = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    fit_sigma = np.concatenate([p[1] for p in parts])
+    views = {
+        name: ood.fit_view({k: fit_values[k] for k in signals}, fit_sigma, bins=bins)
+        for name, (signals, bins) in cands.items()
+    }
+    table: dict[tuple[str, str], list[str]] = {}
+    for i, s in enumerate(LEVELS):
+        inside_v, inside_s = model.signals(cal.corrupt("gaussian", score_part, s, 700 + i))
+        outside = {name: model.signals(cal.corrupt("gaussian", x, s, 800 + i)) for name, x in sets.items()}
+        for cname, view in views.items():
+            inside = ood.combined(view, inside_v, inside_s)
+            table.setdefault((cname, "insiders past the 99.5th"), []).append(
+                f"{100 * np.mean(inside > view['threshold']):.1f} %"
+            )
+            for oname, (ov, os_) in outside.items():
+                table.setdefault((cname, oname), []).append(
+                    f"{auroc(inside, ood.combined(view, ov, os_)):.3f}"
+                )
+    sizes = f"{half} validation images calibrate, {len(score_part)} scored; {N} per outsider set"
+    print(f"\n#### `{card['id']}` ({sizes})\n")
+    print("| candidate | against | " + " | ".join(f"σ={s:g}" for s in LEVELS) + " |")
+    print("|---|---|" + "---|" * len(LEVELS))
+    for (cname, oname), row in sorted(table.items(), key=lambda kv: (list(cands).index(kv[0][0]), kv[0][1])):
+        print(f"| {cname} | {oname} | " + " | ".join(row) + " |")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ood_signals")
+    parser.add_argument("models", nargs="+", type=Path)
+    for model_dir in parser.parse_args().models:
+        run(model_dir)
+
+
+if __name__ == "__main__":
+    main()

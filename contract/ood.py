@@ -1,0 +1,438 @@
+"""Out-of-distribution scores: how far a request's input is from what a model learned.
+
+Pure numpy, shared by training (which calibrates a model on its validation split and writes the
+card's ``ood`` block, ``training/calibrate.py``) and the service (which scores every request with
+it). docs/evaluation.md, "Out-of-distribution scores", has the measurements behind the choices.
+
+A score is built in three steps:
+
+1. **Signals**, one number per image, from what the request computed anyway (no extra graph):
+
+   - ``pictures``: the distance of the input and the model's output, each summarised by a small
+     ``descriptor`` (7×7 average-pooled pixels and the share of pixels above 7 grey levels), to
+     those of the training images: log squared Mahalanobis distance to the nearest of k clusters
+     (k-means, one shared covariance). The output is the model's own view of the input; the pair
+     separates what the model knows from what it merely redraws.
+   - ``code``: the same distance for the model's latent code (models with an encoder).
+   - ``input``: the distance of the input's descriptor alone (beside the code on ``/encode``,
+     which has no output).
+   - ``reconstruction`` (log mean squared output − input) and ``residual`` (lag-one
+     autocorrelation of input − output) are measured candidates the shipped cards do not use.
+
+2. **Standardise** each signal by the median and interquartile range of validation images, per
+   bin of an estimated noise level (``noise_estimate``; linear interpolation between the bins'
+   centres; one bin when the calibration says so), and take the largest standardised signal:
+   an input is an outsider when any signal says so.
+3. **Calibrate**: the percentile of that combined value among the validation images (all noise
+   levels pooled), and ``in_distribution = percentile <= threshold_percentile`` (the card's,
+   e.g. 99.5).
+
+A *view* is one calibration over the signals one route has at hand: ``denoise`` (the input and
+the autoencoder graph's output) and ``encode`` (the input and the code). The card holds the
+small numbers; each distance's whitening matrix and cluster centres live in ``ood.npz`` next to
+the card, named with its sha256 in the card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VERSION = 1
+DISTANCES = ("pictures", "code", "input")
+SIGNALS = (*DISTANCES, "reconstruction", "residual")
+VIEWS = ("denoise", "encode")
+# What each signal reads beside the input.
+NEEDS = {
+    "pictures": "output",
+    "code": "code",
+    "input": "input",
+    "reconstruction": "output",
+    "residual": "output",
+}
+PARAMETERS_FILE = "ood.npz"
+THRESHOLD_PERCENTILE = 99.5
+CLUSTERS = 10
+# Percentiles stored for the combined value: every whole one, then tenths through the tail, where
+# the threshold and the figures a client acts on live.
+TABLE_PERCENTILES: tuple[float, ...] = tuple(
+    sorted({float(p) for p in range(100)} | {round(95 + 0.1 * i, 1) for i in range(50)})
+)
+HISTOGRAM_EDGES = (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95)
+_EPS = 1e-8
+# Immerkær (1996): the kernel [[1,-2,1],[-2,4,-2],[1,-2,1]] has L2 norm 6, so white noise of std s
+# gives a mean absolute response of 6·s·sqrt(2/pi).
+_IMMERKAER = float(np.sqrt(np.pi / 2.0) / 6.0)
+
+
+class CalibrationError(ValueError):
+    """A card's ``ood`` block or its parameters file is missing, malformed or does not match."""
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    """``[n, 28, 28]`` float32 from ``[n, 1, 28, 28]`` or ``[n, 28, 28]``."""
+    x = np.asarray(x, dtype=np.float32)
+    return x.reshape(x.shape[0], x.shape[-2], x.shape[-1])
+
+
+def noise_estimate(images: np.ndarray) -> np.ndarray:
+    """Per image, an estimate of the std of additive white noise (Immerkær's fast estimator).
+
+    Edges add to it, so clean images read above zero: a covariate calibrated per model, not a
+    measurement of the noise.
+    """
+    x = _images(images)
+    c = x[:, 1:-1, 1:-1]
+    n, s, e, w = x[:, :-2, 1:-1], x[:, 2:, 1:-1], x[:, 1:-1, 2:], x[:, 1:-1, :-2]
+    ne, nw, se, sw = x[:, :-2, 2:], x[:, :-2, :-2], x[:, 2:, 2:], x[:, 2:, :-2]
+    response = 4 * c - 2 * (n + s + e + w) + (ne + nw + se + sw)
+    return np.abs(response).mean(axis=(1, 2)).astype(np.float64) * _IMMERKAER
+
+
+def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
+    """``[n, (28/pool)² + 7]``: average-pooled pixels and the share of pixels above each grey level."""
+    x = _images(images)
+    n, side = len(x), x.shape[-1]
+    cells = side // pool
+    # Few numpy calls whatever the batch (a request scores one image; bench/ood_cost.py): two sums
+    # for the pooling, one broadcast comparison for the grey levels.
+    pooled = x.reshape(n, cells, pool, side).sum(axis=2).reshape(n, cells, cells, pool).sum(axis=3)
+    above = np.count_nonzero(x.reshape(n, 1, side * side) > _EDGES[None, :, None], axis=2)
+    return np.concatenate(
+        [
+            pooled.reshape(n, cells * cells) * (1.0 / (pool * pool)),
+            (above / (side * side)).astype(np.float32),
+        ],
+        axis=1,
+    )
+
+
+_EDGES = np.asarray(HISTOGRAM_EDGES, dtype=np.float32)
+
+
+def features(
+    name: str, images: np.ndarray, outputs: np.ndarray | None, codes: np.ndarray | None
+) -> np.ndarray:
+    """The vectors a distance signal measures, ``[n, d]``."""
+    if name == "pictures":
+        if outputs is None:
+            raise CalibrationError("signal 'pictures' needs the model's output")
+        n = len(images)
+        # Input and output interleaved, described in one call, each image's pair side by side.
+        pairs = np.stack([_images(images), _images(outputs)], axis=1).reshape(2 * n, 28, 28)
+        return descriptor(pairs).reshape(n, -1)
+    if name == "code":
+        if codes is None:
+            raise CalibrationError("signal 'code' needs the model's code")
+        return np.asarray(codes).reshape(len(codes), -1)
+    if name == "input":
+        return descriptor(images)
+    raise CalibrationError(f"{name!r} is not a distance signal; those are {', '.join(DISTANCES)}")
+
+
+def reconstruction_signal(images: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """log mean squared difference between output and input, per image."""
+    diff = _images(outputs) - _images(images)
+    return np.log(np.square(diff).mean(axis=(1, 2)).astype(np.float64) + _EPS)
+
+
+def residual_signal(images: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Lag-one autocorrelation of input − output (rows and columns): ≈ 0 when the model removed
+    white noise, toward 1 when it rewrote the picture."""
+    r = _images(images) - _images(outputs)
+    r = r - r.mean(axis=(1, 2), keepdims=True)
+    lag = (r[:, :, 1:] * r[:, :, :-1]).sum(axis=(1, 2)) + (r[:, 1:, :] * r[:, :-1, :]).sum(axis=(1, 2))
+    return (lag / (2 * np.square(r).sum(axis=(1, 2)) + _EPS)).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Distance:
+    """A fitted distance: ``whiten`` ``[d, d]`` maps a vector to coordinates where the clusters'
+    shared covariance is the identity; ``centres`` ``[k, d]`` are the cluster means there."""
+
+    whiten: np.ndarray
+    centres: np.ndarray
+    _minus_2ct: np.ndarray = field(init=False, repr=False, compare=False)
+    _norms: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # ||y - c||² = ||y||² - 2 y·c + ||c||²: the centres' part is fixed, and -2c is folded in.
+        object.__setattr__(self, "_minus_2ct", (-2.0 * self.centres.T).astype(np.float32))
+        object.__setattr__(self, "_norms", np.square(self.centres).sum(axis=1).astype(np.float32))
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        """log squared Mahalanobis distance of each vector to the nearest cluster."""
+        y = np.asarray(vectors, dtype=np.float32) @ self.whiten
+        d2 = (y @ self._minus_2ct + self._norms).min(axis=1) + (y * y).sum(axis=1)
+        return np.log(np.maximum(d2, 0.0).astype(np.float64) + _EPS)
+
+
+def _whitening(deviations: np.ndarray, shrinkage: float) -> np.ndarray:
+    cov = np.atleast_2d(np.cov(deviations, rowvar=False))
+    scale = float(np.trace(cov)) / len(cov)
+    cov = (1 - shrinkage) * cov + shrinkage * scale * np.eye(len(cov))
+    # precision = W Wᵀ, so ||x W||² is the squared Mahalanobis length of x.
+    return np.linalg.cholesky(np.linalg.inv(cov))
+
+
+def _nearest(y: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    d2 = np.square(y).sum(axis=1)[:, None] - 2 * y @ centres.T + np.square(centres).sum(axis=1)[None, :]
+    return np.asarray(d2.argmin(axis=1))
+
+
+def fit_distance(
+    vectors: np.ndarray,
+    clusters: int = CLUSTERS,
+    shrinkage: float = 1e-3,
+    seed: int = 0,
+    iterations: int = 25,
+) -> Distance:
+    """Fit a :class:`Distance` to training vectors ``[n, d]``.
+
+    k-means (seeded k-means++ start) in coordinates that whiten all the vectors, then one
+    covariance shared by the clusters (each vector less its cluster's mean), shrunk toward its
+    average variance by ``shrinkage`` so that constant features (dead code channels, a border
+    that is always black) still invert. ``clusters=1`` is the Mahalanobis distance to the mean.
+    """
+    flat = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
+    # Small own data sets: at least 20 vectors per cluster, and one cluster whatever the count.
+    clusters = max(1, min(clusters, len(flat) // 20))
+    y = (flat - flat.mean(axis=0)) @ _whitening(flat - flat.mean(axis=0), shrinkage)
+    rng = np.random.default_rng(seed)
+    centres = y[[int(rng.integers(len(y)))]]
+    while len(centres) < clusters:  # k-means++: a far point is likelier to be the next centre
+        d2 = np.maximum(np.min(np.square(y[:, None, :] - centres[None]).sum(axis=2), axis=1), 0)
+        if d2.sum() <= 0:  # every vector sits on a centre already
+            break
+        centres = np.vstack([centres, y[int(rng.choice(len(y), p=d2 / d2.sum()))]])
+    clusters = len(centres)
+    for _ in range(iterations):
+        label = _nearest(y, centres)
+        centres = np.stack(
+            [y[label == c].mean(axis=0) if (label == c).any() else centres[c] for c in range(clusters)]
+        )
+    label = _nearest(y, centres)
+    means = np.stack(
+        [flat[label == c].mean(axis=0) if (label == c).any() else flat.mean(axis=0) for c in range(clusters)]
+    )
+    whiten = _whitening(flat - means[label], shrinkage)
+    return Distance(whiten=whiten.astype(np.float32), centres=(means @ whiten).astype(np.float32))
+
+
+def signals(
+    names: list[str] | tuple[str, ...],
+    images: np.ndarray,
+    distances: dict[str, Distance],
+    *,
+    outputs: np.ndarray | None = None,
+    codes: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The named signals for a batch (each ``[n]`` float64)."""
+    values: dict[str, np.ndarray] = {}
+    for name in names:
+        if name in DISTANCES:
+            if name not in distances:
+                raise CalibrationError(f"signal {name!r} has no fitted distance")
+            values[name] = distances[name](features(name, images, outputs, codes))
+        elif name in ("reconstruction", "residual"):
+            if outputs is None:
+                raise CalibrationError(f"signal {name!r} needs the model's output")
+            signal = reconstruction_signal if name == "reconstruction" else residual_signal
+            values[name] = signal(images, outputs)
+        else:
+            raise CalibrationError(f"unknown signal {name!r}; known: {', '.join(SIGNALS)}")
+    return values
+
+
+def fit_view(
+    values: dict[str, np.ndarray],
+    sigma: np.ndarray,
+    *,
+    bins: int = 1,
+    threshold: float = THRESHOLD_PERCENTILE,
+) -> dict[str, Any]:
+    """A view's calibration from validation signals and noise estimates (all ``[n]``).
+
+    Per signal and noise bin (edges at quantiles of ``sigma``): median and interquartile range;
+    then the percentiles of the combined (largest standardised) signal over all of them.
+    """
+    edges = np.unique(np.quantile(sigma, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        edges = np.array([float(sigma.min()), float(sigma.min()) + 1e-6])
+    centres = ((edges[:-1] + edges[1:]) / 2).tolist()
+    which = np.clip(np.searchsorted(edges, sigma, side="right") - 1, 0, len(centres) - 1)
+    standardise: dict[str, dict[str, list[float]]] = {}
+    for name, v in values.items():
+        med, iqr = [], []
+        for b in range(len(centres)):
+            q25, q50, q75 = np.quantile(v[which == b], [0.25, 0.5, 0.75])
+            med.append(float(q50))
+            iqr.append(float(max(q75 - q25, 1e-6)))
+        standardise[name] = {"median": med, "iqr": iqr}
+    view: dict[str, Any] = {
+        "signals": list(values),
+        "noise_centres": centres,
+        "standardise": standardise,
+        "threshold_percentile": threshold,
+        "validation_values": len(sigma),
+    }
+    value = combined(view, values, sigma)
+    view["percentiles"] = [*TABLE_PERCENTILES, 100.0]
+    view["table"] = [_short(q) for q in np.percentile(value, TABLE_PERCENTILES)] + [_short(value.max())]
+    view["threshold"] = _short(np.percentile(value, threshold))
+    for params in standardise.values():
+        for key in params:
+            params[key] = [_short(x) for x in params[key]]
+    view["noise_centres"] = [_short(x) for x in centres]
+    return view
+
+
+def _short(x: float) -> float:
+    """Seven significant digits: the card stays readable and float32 holds no more."""
+    return float(f"{float(x):.7g}")
+
+
+def combined(view: dict[str, Any], values: dict[str, np.ndarray], sigma: np.ndarray) -> np.ndarray:
+    """The largest of the standardised signals, per image (larger: less like validation)."""
+    centres = view["noise_centres"]
+    z = []
+    for name in view["signals"]:
+        params = view["standardise"][name]
+        if len(centres) == 1:  # one bin: plain numbers (the request path's usual case)
+            med, iqr = params["median"][0], params["iqr"][0]
+        else:
+            med = np.interp(sigma, centres, params["median"])
+            iqr = np.interp(sigma, centres, params["iqr"])
+        z.append((values[name] - med) / iqr)
+    return z[0] if len(z) == 1 else np.max(np.stack(z), axis=0)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per image: the percentile of its combined signal among validation images, and the flag."""
+
+    percentile: np.ndarray
+    in_distribution: np.ndarray
+    threshold: float
+    value: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.percentile)
+
+
+def to_percentiles(view: dict[str, Any], value: np.ndarray) -> Scores:
+    """Map combined values through a view's table: 0 below the smallest validation value, 100 past
+    the largest, linear between the stored percentiles (a tie maps to the upper end of its run)."""
+    table, pct = _table(view)
+    percentile = np.interp(value, table, pct, left=0.0, right=100.0)
+    threshold = float(view["threshold_percentile"])
+    return Scores(
+        percentile=percentile, in_distribution=percentile <= threshold, threshold=threshold, value=value
+    )
+
+
+def _table(view: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The view's table as arrays, a run of equal values (ties in validation) kept at its upper
+    end so that such a value is never called more typical than it is; computed once per view."""
+    key = id(view)
+    cached = _TABLES.get(key)
+    if cached is None or cached[0] is not view:
+        table, pct = np.asarray(view["table"]), np.asarray(view["percentiles"])
+        last = np.append(np.diff(table) > 0, True)
+        cached = _TABLES[key] = (view, table[last], pct[last])
+    return cached[1], cached[2]
+
+
+# id(view) → (the view, its table's arrays); the view is kept so that its id is not reused. The
+# card stays plain JSON (GET /models serves it as it is).
+_TABLES: dict[int, tuple[dict[str, Any], np.ndarray, np.ndarray]] = {}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A model's ``ood`` block with its fitted distances, ready to score requests."""
+
+    block: dict[str, Any]
+    distances: dict[str, Distance]
+
+    @property
+    def views(self) -> list[str]:
+        return list(self.block["views"])
+
+    def needs(self, view: str) -> set[str]:
+        """What the view reads beside the input: ``output`` and/or ``code``."""
+        return {NEEDS[name] for name in self.block["views"][view]["signals"]} - {"input"}
+
+    def score(
+        self,
+        view: str,
+        images: np.ndarray,
+        *,
+        outputs: np.ndarray | None = None,
+        codes: np.ndarray | None = None,
+    ) -> Scores:
+        """Score a batch: ``images`` as the model took them, with its ``outputs`` and/or ``codes``."""
+        spec = self.block["views"][view]
+        values = signals(spec["signals"], images, self.distances, outputs=outputs, codes=codes)
+        # One noise bin: the standardisation is the same at every noise level, so skip the estimate.
+        sigma = noise_estimate(images) if len(spec["noise_centres"]) > 1 else np.zeros(len(images))
+        return to_percentiles(spec, combined(spec, values, sigma))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load(model_dir: Path, card: dict[str, Any]) -> Calibration | None:
+    """The calibration of an exported model, or None when its card has no ``ood`` block.
+
+    Raises CalibrationError when the block is not one this code reads, or names a parameters
+    file that is missing or altered.
+    """
+    block = card.get("ood")
+    if block is None:
+        return None
+    where = f"{model_dir}/card.json"
+    if (
+        not isinstance(block, dict)
+        or block.get("version") != VERSION
+        or not isinstance(block.get("views"), dict)
+    ):
+        raise CalibrationError(f"{where}: 'ood' is not a version-{VERSION} calibration")
+    wanted: set[str] = set()
+    for name, view in block["views"].items():
+        if name not in VIEWS or not view.get("signals") or any(s not in SIGNALS for s in view["signals"]):
+            raise CalibrationError(f"{where}: 'ood' view {name!r} is not one this code scores")
+        wanted |= set(view["signals"]) & set(DISTANCES)
+    distances: dict[str, Distance] = {}
+    if wanted:
+        params = block.get("parameters") or {}
+        path = Path(model_dir) / str(params.get("file", PARAMETERS_FILE))
+        if not path.is_file():
+            raise CalibrationError(f"{path}: missing ({where}'s 'ood' needs it)")
+        if _sha256(path) != params.get("sha256"):
+            raise CalibrationError(f"{path}: its sha256 differs from {where}'s 'ood'")
+        with np.load(path) as arrays:
+            for name in sorted(wanted):
+                if f"{name}.whiten" not in arrays:
+                    raise CalibrationError(f"{path}: has no distance {name!r}")
+                distances[name] = Distance(arrays[f"{name}.whiten"], arrays[f"{name}.centres"])
+    return Calibration(block, distances)
+
+
+def save_distances(model_dir: Path, distances: dict[str, Distance]) -> dict[str, str]:
+    """Write fitted distances next to the card (atomically); return the card's reference to them."""
+    path = Path(model_dir) / PARAMETERS_FILE
+    tmp = path.with_name(f".{PARAMETERS_FILE}.tmp")
+    arrays: dict[str, Any] = {}  # Any: numpy's stub types **kwds like its allow_pickle flag
+    for name, d in distances.items():
+        arrays[f"{name}.whiten"], arrays[f"{name}.centres"] = d.whiten, d.centres
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return {"file": PARAMETERS_FILE, "sha256": _sha256(path)}

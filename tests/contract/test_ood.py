@@ -1,0 +1,141 @@
+"""contract.ood: signals, the fitted distances, the view calibration and loading a card's block."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract import ood
+
+
+def _digits_like(n: int, seed: int) -> np.ndarray:
+    """Bars of random position and brightness on black, lightly noisy: a toy in-distribution set."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 28, 28), np.float32)
+    for i in range(n):
+        col = int(rng.integers(6, 20))
+        x[i, 4:24, col : col + 3] = rng.uniform(0.6, 1.0)
+    return np.clip(x + 0.05 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
+
+
+def test_noise_estimate_recovers_the_std_of_white_noise_on_a_flat_image() -> None:
+    rng = np.random.default_rng(0)
+    for s in (0.05, 0.1, 0.2):
+        noisy = 0.5 + s * rng.standard_normal((64, 28, 28)).astype(np.float32)
+        assert np.median(ood.noise_estimate(noisy)) == pytest.approx(s, rel=0.05)
+
+
+def test_noise_estimate_reads_zero_on_a_flat_image_and_accepts_a_channel_axis() -> None:
+    flat = np.full((3, 1, 28, 28), 0.3, np.float32)
+    assert np.allclose(ood.noise_estimate(flat), 0.0)
+
+
+def test_descriptor_pools_pixels_and_counts_grey_levels() -> None:
+    x = np.zeros((1, 28, 28), np.float32)
+    x[0, :4, :4] = 1.0  # one full pooled block, 16 of 784 pixels lit
+    d = ood.descriptor(x)
+    assert d.shape == (1, 49 + len(ood.HISTOGRAM_EDGES))
+    assert d[0, 0] == pytest.approx(1.0) and d[0, 1:49].sum() == 0
+    assert np.allclose(d[0, 49:], 16 / 784)
+
+
+def test_distance_is_the_mahalanobis_distance_with_one_cluster() -> None:
+    rng = np.random.default_rng(1)
+    cov = np.array([[4.0, 1.0], [1.0, 1.0]])
+    train = rng.multivariate_normal([1.0, -2.0], cov, size=20000)
+    distance = ood.fit_distance(train, clusters=1, shrinkage=0.0)
+    probe = np.array([[3.0, 0.0], [1.0, -2.0]])
+    d = probe - train.mean(axis=0)
+    expected = np.einsum("ij,jk,ik->i", d, np.linalg.inv(np.cov(train, rowvar=False)), d)
+    assert np.exp(distance(probe)) == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_distance_to_the_nearest_cluster_is_small_for_each_cluster_and_large_between() -> None:
+    rng = np.random.default_rng(2)
+    train = np.concatenate([rng.normal(-5, 1, (500, 3)), rng.normal(5, 1, (500, 3))])
+    distance = ood.fit_distance(train, clusters=2)
+    near = distance(np.array([[-5.0, -5, -5], [5.0, 5, 5]]))
+    between = distance(np.array([[0.0, 0, 0]]))
+    assert near.max() < np.log(1.0) and between[0] > np.log(20.0)
+
+
+def _view(seed: int = 3) -> tuple[dict, ood.Distance]:
+    train = _digits_like(400, seed)
+    distance = ood.fit_distance(ood.features("input", train, None, None))
+    val = _digits_like(400, seed + 1)
+    values = {"input": distance(ood.features("input", val, None, None))}
+    return ood.fit_view(values, ood.noise_estimate(val)), distance
+
+
+def test_fit_view_puts_the_threshold_at_its_percentile_of_validation() -> None:
+    view, distance = _view()
+    val = _digits_like(400, 4)
+    scores = ood.to_percentiles(
+        view, ood.combined(view, {"input": distance(ood.descriptor(val))}, ood.noise_estimate(val))
+    )
+    assert np.mean(~scores.in_distribution) <= 0.01
+    assert view["threshold_percentile"] == ood.THRESHOLD_PERCENTILE
+    assert view["table"] == sorted(view["table"]) and view["percentiles"][-1] == 100.0
+
+
+def test_tied_values_map_to_the_upper_end_of_their_run() -> None:
+    view = {
+        "table": [0.0, 1.0, 1.0, 1.0, 2.0],
+        "percentiles": [0.0, 25.0, 50.0, 75.0, 100.0],
+        "threshold_percentile": 99.5,
+    }
+    scores = ood.to_percentiles(view, np.array([1.0, -1.0, 3.0]))
+    assert scores.percentile.tolist() == [75.0, 0.0, 100.0]
+    assert scores.in_distribution.tolist() == [True, True, False]
+
+
+def test_outsiders_score_past_the_threshold() -> None:
+    view, distance = _view()
+    noise = np.random.default_rng(9).random((50, 28, 28), dtype=np.float32)
+    scores = ood.to_percentiles(
+        view, ood.combined(view, {"input": distance(ood.descriptor(noise))}, ood.noise_estimate(noise))
+    )
+    assert not scores.in_distribution.any() and (scores.percentile == 100.0).all()
+
+
+def test_a_view_needing_the_output_refuses_to_score_without_it() -> None:
+    distance = ood.fit_distance(ood.features("pictures", _digits_like(100, 1), _digits_like(100, 1), None))
+    with pytest.raises(ood.CalibrationError, match="output"):
+        ood.signals(["pictures"], _digits_like(2, 1), {"pictures": distance})
+
+
+def _saved(tmp_path: Path) -> dict:
+    view, distance = _view()
+    block = {"version": ood.VERSION, "views": {"denoise": {**view, "signals": ["input"]}}}
+    block["parameters"] = ood.save_distances(tmp_path, {"input": distance})
+    card = {"id": "toy", "ood": block}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    return card
+
+
+def test_load_round_trips_the_calibration(tmp_path: Path) -> None:
+    card = _saved(tmp_path)
+    calibration = ood.load(tmp_path, card)
+    assert calibration is not None and calibration.views == ["denoise"]
+    assert calibration.needs("denoise") == set()
+    scores = calibration.score("denoise", _digits_like(20, 4)[:, None])
+    assert len(scores) == 20 and scores.in_distribution.mean() >= 0.9
+
+
+def test_load_refuses_an_altered_parameters_file(tmp_path: Path) -> None:
+    card = _saved(tmp_path)
+    with open(tmp_path / ood.PARAMETERS_FILE, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ood.CalibrationError, match="sha256"):
+        ood.load(tmp_path, card)
+
+
+def test_load_refuses_an_unknown_signal_and_returns_none_without_a_block(tmp_path: Path) -> None:
+    card = _saved(tmp_path)
+    card["ood"]["views"]["denoise"]["signals"] = ["colour"]
+    with pytest.raises(ood.CalibrationError, match="denoise"):
+        ood.load(tmp_path, card)
+    assert ood.load(tmp_path, {"id": "toy"}) is None

@@ -1,0 +1,61 @@
+"""training.calibrate: the shipped cards' calibration is what the code computes, and own data gets one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contract import ood
+from training import calibrate
+
+CHEAP = ("mnist-s2d", "mnist-dense")  # a codeless denoiser and an autoencoder with a code
+
+
+@pytest.mark.parametrize("model", CHEAP)
+def test_shipped_card_holds_the_calibration_that_calibrate_computes(
+    model: str, models_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / model
+    shutil.copytree(models_dir / model, copy, ignore=shutil.ignore_patterns("report"))
+    shipped = json.loads((models_dir / model / "card.json").read_text())["ood"]
+    block = calibrate.calibrate(copy)
+    assert block["views"].keys() == shipped["views"].keys()
+    for name, view in block["views"].items():
+        want = shipped["views"][name]
+        assert view["signals"] == want["signals"] and view["percentiles"] == want["percentiles"]
+        assert np.allclose(view["table"], want["table"], rtol=1e-4, atol=1e-4), name
+        assert view["threshold"] == pytest.approx(want["threshold"], rel=1e-4, abs=1e-4)
+    with (
+        np.load(copy / ood.PARAMETERS_FILE) as fresh,
+        np.load(models_dir / model / ood.PARAMETERS_FILE) as kept,
+    ):
+        assert sorted(fresh.files) == sorted(kept.files)
+        for key in fresh.files:
+            assert np.allclose(fresh[key], kept[key], rtol=1e-3, atol=1e-3), key
+    card = json.loads((models_dir / model / "card.json").read_text())
+    assert {k: tuple(v["signals"]) for k, v in shipped["views"].items()} == calibrate.views_of(card)
+
+
+def test_every_shipped_model_is_calibrated_and_loads(models_dir: Path) -> None:
+    for card_path in sorted(models_dir.glob("*/card.json")):
+        card = json.loads(card_path.read_text())
+        calibration = ood.load(card_path.parent, card)
+        assert calibration is not None, f"{card['id']}: no 'ood' block (python -m training.calibrate --all)"
+        assert calibration.views == (["denoise", "encode"] if card["code_shape"] else ["denoise"])
+        for view in calibration.block["views"].values():
+            assert view["threshold_percentile"] == ood.THRESHOLD_PERCENTILE
+            assert view["validation_values"] == card["ood"]["calibrated_on"]["images"] * len(
+                card["ood"]["calibrated_on"]["conditions"]
+            )
+
+
+def test_noise_conditions_follow_the_cards_noise() -> None:
+    gaussian = calibrate.noise_conditions({"noise": {"kind": "gaussian"}})
+    assert gaussian == [("gaussian", 0.0)] + [("gaussian", s) for s in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)]
+    mixed = calibrate.noise_conditions({"noise": {"kind": "mixed"}})
+    assert {kind for kind, _ in mixed} == {"gaussian", "salt-pepper", "poisson", "speckle"}
+    assert calibrate.noise_conditions({}) == gaussian

@@ -1,0 +1,247 @@
+"""Calibrate a model's out-of-distribution score on its validation split and write it into the card.
+
+    python -m training.calibrate models/mnist-denoise
+    python -m training.calibrate --all
+
+The model's own ONNX graphs run on its data set's validation images, clean and at every noise
+level it is evaluated at (validation's noise seed); ``contract.ood`` turns their signals into the
+card's ``ood`` block (docs/evaluation.md, "Out-of-distribution scores"). The code distance's mean
+and inverse covariance come from the *training* images' codes (noisy as in training), so that the
+validation images the percentiles are taken over are not the ones the distance was fitted to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contract import ood
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path("models")
+# Enough validation images per level for a 99.5th percentile over ~8,000 pooled values, and a
+# bound on the time a large validation split (Fashion: 7,500) takes.
+MAX_VALIDATION = 1000
+MAX_FIT = 3000
+FIT_SEED = 5
+BATCH = 500
+# Chosen on validation (python -m bench.ood_signals; docs/evaluation.md): /denoise gets the
+# distance of the input and output pictures, beside the code's for models that have one; /encode
+# the code's; one noise bin (the noise estimate as a covariate gained nothing there).
+DENOISE_SIGNALS = ("pictures",)
+DENOISE_SIGNALS_WITH_CODE = ("code", "pictures")
+ENCODE_SIGNALS = ("code",)
+NOISE_BINS = 1
+
+
+@dataclass(frozen=True)
+class Data:
+    """What calibration and the OOD evaluation read of a data set: float32 ``[n, 28, 28]`` arrays."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+    @classmethod
+    def of(cls, split: Any) -> Data:
+        """From a ``training.data.Split`` (what training.train has loaded already)."""
+        return cls(train=split.train_x, validation=split.val_x, test=split.test_x)
+
+
+def load_data(dataset: str, data_dir: Path | None = None, **own: Any) -> Data:
+    """The one place this module and training.ood_eval read training's data helpers."""
+    from training.data import load_dataset
+
+    split = load_dataset(dataset, data_dir, **own)
+    return Data(train=split.train_x, validation=split.val_x, test=split.test_x)
+
+
+def noise_conditions(card: dict[str, Any]) -> list[tuple[str, float]]:
+    """(kind, level) pairs the score is calibrated over: clean, then every evaluation level of
+    every noise kind the model was made for (Gaussian: the protocol's seven)."""
+    from training.noise import SPECS, kinds_of
+
+    kind = (card.get("noise") or {}).get("kind", "gaussian")
+    conditions: list[tuple[str, float]] = [("gaussian", 0.0)]
+    for k in kinds_of(kind):
+        conditions += [(k, level) for level in SPECS[k].eval_levels]
+    return conditions
+
+
+def corrupt(kind: str, clean: np.ndarray, level: float, seed: int) -> np.ndarray:
+    """The evaluation protocol's corruption (training.noise), clean when the level is 0."""
+    from training.noise import noisy_numpy
+
+    if level == 0:
+        return clean.astype(np.float32)
+    return noisy_numpy(kind, clean, level, seed)  # type: ignore[arg-type]  # kinds_of gave a Kind
+
+
+class Graph:
+    """One ONNX graph on one CPU thread (the machine's cores are shared)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        x = images.reshape(-1, 1, 28, 28).astype(np.float32)
+        parts = [self._session.run(None, {self._input: x[i : i + BATCH]})[0] for i in range(0, len(x), BATCH)]
+        return np.concatenate(parts)
+
+
+def has_encoder(card: dict[str, Any]) -> bool:
+    """Whether the model directory has an encoder graph (a lesson export may have the code shape alone)."""
+    return "encoder" in (card.get("graphs") or {})
+
+
+def views_of(card: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The signals of each view a model serves (docs/evaluation.md has the measurements behind them)."""
+    if not has_encoder(card):
+        return {"denoise": DENOISE_SIGNALS}
+    return {"denoise": DENOISE_SIGNALS_WITH_CODE, "encode": ENCODE_SIGNALS}
+
+
+def _run(model_dir: Path, card: dict[str, Any], images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The autoencoder graph's outputs and (models with a code) the encoder's codes."""
+    outputs = Graph(model_dir / "autoencoder.onnx")(images)
+    codes = Graph(model_dir / "encoder.onnx")(images) if has_encoder(card) else None
+    return outputs, codes
+
+
+def fit_distances(model_dir: Path, card: dict[str, Any], train: np.ndarray) -> dict[str, ood.Distance]:
+    """The distances the views use, fitted to up to MAX_FIT training images, each at one of the
+    calibration's conditions (a seeded draw), as the model saw them in training."""
+    conditions = noise_conditions(card)
+    rng = np.random.default_rng(FIT_SEED)
+    images = train[rng.permutation(len(train))[:MAX_FIT]]
+    pick = rng.integers(0, len(conditions), len(images))
+    noisy = np.empty_like(images)
+    for i, (kind, level) in enumerate(conditions):
+        if (pick == i).any():
+            noisy[pick == i] = corrupt(kind, images[pick == i], level, FIT_SEED + i)
+    outputs, codes = _run(model_dir, card, noisy)
+    wanted = {s for names in views_of(card).values() for s in names} & set(ood.DISTANCES)
+    return {name: ood.fit_distance(ood.features(name, noisy, outputs, codes)) for name in sorted(wanted)}
+
+
+def validation_signals(
+    model_dir: Path, card: dict[str, Any], validation: np.ndarray, distances: dict[str, ood.Distance]
+) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """Each view's signals and the noise estimates of the validation images at every condition."""
+    from training.data import VAL_NOISE_SEED
+
+    per_view: dict[str, dict[str, list[np.ndarray]]] = {view: {} for view in views_of(card)}
+    sigma: list[np.ndarray] = []
+    for kind, level in noise_conditions(card):
+        noisy = corrupt(kind, validation, level, VAL_NOISE_SEED)
+        outputs, codes = _run(model_dir, card, noisy)
+        sigma.append(ood.noise_estimate(noisy))
+        for view, names in views_of(card).items():
+            values = ood.signals(names, noisy, distances, outputs=outputs, codes=codes)
+            for name, v in values.items():
+                per_view[view].setdefault(name, []).append(v)
+    joined = {view: {k: np.concatenate(v) for k, v in values.items()} for view, values in per_view.items()}
+    return joined, np.concatenate(sigma)
+
+
+def calibrate(model_dir: Path, data: Data | None = None, data_dir: Path | None = None) -> dict[str, Any]:
+    """Calibrate one exported model: write ``ood.npz`` and the card's ``ood`` block; return the block."""
+    card = json.loads((model_dir / "card.json").read_text())
+    if data is None:
+        data = load_data(card["dataset"], data_dir, **own_data_options(card))
+    distances = fit_distances(model_dir, card, data.train)
+    validation = data.validation[:MAX_VALIDATION]
+    values, sigma = validation_signals(model_dir, card, validation, distances)
+    conditions = noise_conditions(card)
+    block: dict[str, Any] = {
+        "version": ood.VERSION,
+        "views": {view: ood.fit_view(v, sigma, bins=NOISE_BINS) for view, v in values.items()},
+        "calibrated_on": {
+            "split": "validation",
+            "images": len(validation),
+            "conditions": [[kind, level] for kind, level in conditions],
+            "noise_seed": "validation's (training.data.VAL_NOISE_SEED)",
+            "distances_fitted_on": f"up to {MAX_FIT} training images, each at one seeded condition",
+        },
+        "parameters": ood.save_distances(model_dir, distances),
+        "command": f"python -m training.calibrate {_shown(model_dir)}",
+    }
+    write_block(model_dir, block)
+    log.info(
+        "calibrated %s on %d validation images x %d conditions", model_dir, len(validation), len(conditions)
+    )
+    return block
+
+
+def _shown(model_dir: Path) -> str:
+    """The directory as the command would be typed here: relative to the working directory when inside it."""
+    try:
+        return str(model_dir.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(model_dir)
+
+
+def own_data_options(card: dict[str, Any]) -> dict[str, Any]:
+    """The loader options an own-data model (folder:, npz:, npy:) was trained with."""
+    if ":" not in card["dataset"]:
+        return {}
+    train = (card.get("config") or {}).get("train") or {}
+    return {k: train[k] for k in ("skip_bad", "invert") if k in train}
+
+
+def write_block(model_dir: Path, block: dict[str, Any]) -> None:
+    """Set the card's ``ood`` key atomically (until the card module owns card writes)."""
+    path = model_dir / "card.json"
+    card = json.loads(path.read_text())
+    card["ood"] = block
+    fd, tmp = tempfile.mkstemp(prefix=".card.", suffix=".tmp", dir=model_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(card, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def model_dirs(models_dir: Path = MODELS_DIR) -> list[Path]:
+    return sorted(p for p in models_dir.iterdir() if (p / "card.json").is_file())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.calibrate",
+        description="Calibrate exported models' out-of-distribution scores on their validation split.",
+    )
+    parser.add_argument("models", nargs="*", type=Path, help="model directories, e.g. models/mnist-s2d")
+    parser.add_argument("--all", action="store_true", help=f"every model under {MODELS_DIR}/")
+    parser.add_argument("--data-dir", type=Path, help="IDX files of the data set (mnist)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    dirs = model_dirs() if args.all else list(args.models)
+    if not dirs:
+        parser.error("name model directories or pass --all")
+    cache: dict[str, Data] = {}
+    for model_dir in dirs:
+        card = json.loads((model_dir / "card.json").read_text())
+        key = card["dataset"]
+        if key not in cache:
+            cache[key] = load_data(key, args.data_dir, **own_data_options(card))
+        calibrate(model_dir, cache[key])
+
+
+if __name__ == "__main__":
+    main()
