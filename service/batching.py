@@ -1,7 +1,8 @@
 """Dynamic micro-batching: concurrent requests for one function share a call.
 
 Knows neither HTTP nor ONNX. A :class:`Batcher` wraps a function ``f(rows) -> rows`` that maps an
-array whose first axis is the batch to an array with as many rows (an ONNX graph, here). Callers
+array whose first axis is the batch to an array with as many rows (an ONNX graph, here), or to a
+tuple of such arrays (a graph's output and a score per row, computed in the same call). Callers
 ``await batcher.submit(rows)``; worker tasks collect pending requests until ``max_batch_size`` rows
 or ``max_wait_s`` after the first one, call ``f`` once on the concatenation in an executor thread
 (never on the event loop), and hand each caller exactly its own slice of the result. As in LitServe,
@@ -21,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +60,7 @@ class BatchStats:
 @dataclass
 class _Pending:
     rows: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]
     enqueued: float
 
 
@@ -67,7 +69,7 @@ class Batcher:
 
     def __init__(
         self,
-        fn: Callable[[np.ndarray], np.ndarray],
+        fn: Callable[[np.ndarray], Any],
         *,
         name: str,
         max_batch_size: int,
@@ -124,7 +126,7 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_exception(BatcherClosed(f"{self.name}: shutting down"))
 
-    async def submit(self, rows: np.ndarray) -> np.ndarray:
+    async def submit(self, rows: np.ndarray) -> Any:
         """Queue ``rows`` (first axis = batch, at least one row) and wait for exactly their outputs.
 
         Requests larger than ``max_batch_size`` are split into chunks that batch independently.
@@ -141,13 +143,16 @@ class Batcher:
         now = time.perf_counter()
         futures = []
         for chunk in chunks:
-            future: asyncio.Future[np.ndarray] = loop.create_future()
+            future: asyncio.Future[Any] = loop.create_future()
             self._queue.append(_Pending(chunk, future, now))
             futures.append(future)
         self._not_empty.set()
         if len(futures) == 1:
             return await futures[0]
-        return np.concatenate(await asyncio.gather(*futures))
+        parts = await asyncio.gather(*futures)
+        if isinstance(parts[0], tuple):
+            return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+        return np.concatenate(parts)
 
     async def _collect(self) -> list[_Pending]:
         """Wait for a first request, then take more until the batch is full or the wait is over."""
@@ -204,10 +209,12 @@ class Batcher:
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
-            if len(outputs) != len(inputs):
-                raise BatchSizeMismatch(
-                    f"{self.name}: returned {len(outputs)} outputs for {len(inputs)} inputs"
-                )
+            columns = outputs if isinstance(outputs, tuple) else (outputs,)
+            for column in columns:
+                if len(column) != len(inputs):
+                    raise BatchSizeMismatch(
+                        f"{self.name}: returned {len(column)} outputs for {len(inputs)} inputs"
+                    )
         except asyncio.CancelledError:
             for p in batch:
                 if not p.future.done():
@@ -223,7 +230,10 @@ class Batcher:
         for p in batch:
             n = len(p.rows)
             if not p.future.done():
-                p.future.set_result(outputs[offset : offset + n])
+                if isinstance(outputs, tuple):
+                    p.future.set_result(tuple(column[offset : offset + n] for column in outputs))
+                else:
+                    p.future.set_result(outputs[offset : offset + n])
             offset += n
         if self._on_batch is not None:
             stats = BatchStats(

@@ -84,19 +84,22 @@ async def score(
     *,
     outputs: np.ndarray | None = None,
     codes: np.ndarray | None = None,
+    scores: Scores | None = None,
 ) -> Outcome | None:
     """Score a request's images (``[n, 1, 28, 28]``), or None when the model has no calibration
     for the view or AE_OOD_SCORES is off. Runs the graph the view needs and the request did not
-    (the encoder for a ``denoise`` view over the code, the autoencoder for an ``encode`` view)."""
+    (the encoder for a ``denoise`` view over the code, the autoencoder for an ``encode`` view).
+    ``scores``: what the batch already computed in the inference thread (``ServiceState.infer_scored``)."""
     calibration = model.ood
     if calibration is None or view not in calibration.block["views"] or not state.settings.ood_scores:
         return None
-    needs = calibration.needs(view)
-    if "code" in needs and codes is None:
-        codes = await state.infer(model, ENCODER, images)
-    if "output" in needs and outputs is None:
-        outputs = await state.infer(model, AUTOENCODER, images)
-    scores = calibration.score(view, images, outputs=outputs, codes=codes)
+    if scores is None:
+        needs = calibration.needs(view)
+        if "code" in needs and codes is None:
+            codes = await state.infer(model, ENCODER, images)
+        if "output" in needs and outputs is None:
+            outputs = await state.infer(model, AUTOENCODER, images)
+        scores = calibration.score(view, images, outputs=outputs, codes=codes)
     histogram = state.metrics.ood_percentile.labels(model.id, view)
     for p in scores.percentile:
         histogram.observe(float(p))

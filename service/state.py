@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from contract.ood import Scores
 from service import imaging
 from service.batching import Batcher, BatcherClosed
 from service.config import Settings
 from service.intake import Intake
 from service.metrics import Metrics
-from service.registry import Model, ModelError, Registry, load_registry
+from service.registry import AUTOENCODER, Model, ModelError, Registry, load_registry
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class ServiceState:
         for model, role in graphs:
             name = batcher_name(model.id, role)
             batcher = Batcher(
-                model.graphs[role].run,
+                self._batch_function(model, role),
                 name=name,
                 max_batch_size=s.max_batch_size,
                 max_wait_s=s.max_wait_ms / 1000.0,
@@ -158,6 +159,29 @@ class ServiceState:
             batcher.start()
             batchers[name] = batcher
         return _Generation(number, registry, batchers, executor)
+
+    def _batch_function(self, model: Model, role: str) -> Callable[[np.ndarray], Any]:
+        """The graph's run, and for an autoencoder whose ``denoise`` score reads only the input and
+        the output, the score too, per batch in the inference thread: scored one request at a time
+        on the event loop, it cost a fifth of /denoise's throughput (docs/benchmarks.md)."""
+        run = model.graphs[role].run
+        calibration = model.ood
+        if (
+            role != AUTOENCODER
+            or calibration is None
+            or not self.settings.ood_scores
+            or "denoise" not in calibration.views
+            or not calibration.needs("denoise") <= {"output"}
+        ):
+            return run
+
+        def run_and_score(rows: np.ndarray) -> tuple[np.ndarray, ...]:
+            outputs = run(rows)
+            with np.errstate(all="ignore"):  # a non-finite output is refused after this (infer)
+                scores = calibration.score("denoise", rows, outputs=outputs)
+            return outputs, scores.percentile, scores.in_distribution, scores.value
+
+        return run_and_score
 
     async def start(self, registry: Registry | None = None) -> None:
         """Load (unless given an already loaded registry), warm up, start batchers, become ready."""
@@ -260,8 +284,22 @@ class ServiceState:
 
     async def infer(self, model: Model, graph: str, rows: np.ndarray) -> np.ndarray:
         """Run ``rows`` (first axis = batch) through one graph of ``model``, batched with others."""
+        return (await self.infer_scored(model, graph, rows))[0]
+
+    async def infer_scored(
+        self, model: Model, graph: str, rows: np.ndarray
+    ) -> tuple[np.ndarray, Scores | None]:
+        """:meth:`infer`, with the ``denoise`` scores when the batch computed them (else None)."""
         generation, model = self._generation_for(model)
-        outputs = await generation.batchers[batcher_name(model.id, graph)].submit(rows)
+        result = await generation.batchers[batcher_name(model.id, graph)].submit(rows)
+        scores = None
+        if isinstance(result, tuple):
+            outputs, percentile, flags, value = result
+            assert model.ood is not None
+            threshold = float(model.ood.block["views"]["denoise"]["threshold_percentile"])
+            scores = Scores(percentile=percentile, in_distribution=flags, threshold=threshold, value=value)
+        else:
+            outputs = result
         if not np.isfinite(outputs).all():
             # The inputs were finite and in range, yet the graph overflowed: no NaN or infinity
             # ever reaches a reply (JSON cannot carry one, and a PNG would hide it as black).
@@ -269,4 +307,4 @@ class ServiceState:
                 f"model {model.id} ({graph}) gives non-finite values for this input; "
                 "send values within the range it was trained on (GET /models/" + model.id + ")"
             )
-        return outputs
+        return outputs, scores

@@ -189,16 +189,16 @@ def _code_body(model: Model, code: np.ndarray, scored: ood.Outcome | None, i: in
 async def denoise(call: Call) -> Reply:
     """Denoise one 28×28 image."""
     chosen, images = await _images(call, batch=False, needs_code=False)
-    output = await call.state.infer(chosen, AUTOENCODER, images)
-    scored = await ood.score(call.state, chosen, "denoise", images, outputs=output)
+    output, batch_scores = await call.state.infer_scored(chosen, AUTOENCODER, images)
+    scored = await ood.score(call.state, chosen, "denoise", images, outputs=output, scores=batch_scores)
     return _refused(call, chosen, scored) or image_reply(call, chosen, output[0], scored)
 
 
 async def denoise_batch(call: Call) -> Reply:
     """Denoise several images; one result per file, in order."""
     chosen, images = await _images(call, batch=True, needs_code=False)
-    outputs = await call.state.infer(chosen, AUTOENCODER, images)
-    scored = await ood.score(call.state, chosen, "denoise", images, outputs=outputs)
+    outputs, batch_scores = await call.state.infer_scored(chosen, AUTOENCODER, images)
+    scored = await ood.score(call.state, chosen, "denoise", images, outputs=outputs, scores=batch_scores)
     return _refused(call, chosen, scored) or json_reply(
         [pixels_body(chosen, out, scored, i) for i, out in enumerate(outputs)]
     )

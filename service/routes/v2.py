@@ -168,10 +168,12 @@ async def infer(call: Call) -> Reply:
         endpoint_.value_range,
     )
     binary = wants_binary(parsed, endpoint_.output)
-    outputs = await state.infer(endpoint_.model, endpoint_.graph, rows)
+    outputs, batch_scores = await state.infer_scored(endpoint_.model, endpoint_.graph, rows)
     scored = None
     if endpoint_.graph == AUTOENCODER:
-        scored = await ood.score(state, endpoint_.model, "denoise", rows, outputs=outputs)
+        scored = await ood.score(
+            state, endpoint_.model, "denoise", rows, outputs=outputs, scores=batch_scores
+        )
     elif endpoint_.graph == ENCODER:
         scored = await ood.score(state, endpoint_.model, "encode", rows, codes=outputs)
     content, headers = encode_response(

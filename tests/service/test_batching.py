@@ -165,3 +165,22 @@ async def test_cancelled_requests_are_not_computed() -> None:
     finally:
         await batcher.stop()
     assert fn.sizes == [1, 1]  # the first and the last; the abandoned one never ran
+
+
+async def test_a_function_of_several_outputs_gives_each_request_its_own_rows_of_each() -> None:
+    def output_and_score(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return rows * 2.0, rows[:, 0] + 0.5
+
+    batcher = Batcher(output_and_score, name="scored", max_batch_size=4, max_wait_s=0.01, max_queue=64)
+    batcher.start()
+    try:
+        inputs = [np.full((1 + i % 3, 2), float(i)) for i in range(12)]  # some larger than a batch
+        results = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        big = await batcher.submit(np.arange(18.0).reshape(9, 2))  # split into chunks of 4
+    finally:
+        await batcher.stop()
+    for x, (doubled, score) in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(doubled, x * 2.0)
+        np.testing.assert_array_equal(score, x[:, 0] + 0.5)
+    np.testing.assert_array_equal(big[0], np.arange(18.0).reshape(9, 2) * 2.0)
+    np.testing.assert_array_equal(big[1], np.arange(0.0, 18.0, 2.0) + 0.5)
