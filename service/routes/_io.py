@@ -29,12 +29,8 @@ def image_response(request: Request, model: Model, image: np.ndarray) -> Respons
 
 
 def model_with_code(registry: Registry, model_id: str | None) -> Model:
-    """The model, or 422 when it has no encoder/decoder (a ``unet``)."""
-    model = registry.get(model_id)
-    if not model.has_code:
-        raise HTTPException(
-            422,
-            f"model {model.id!r} (arch {model.arch}) has no latent code, so it cannot encode or decode; "
-            f"models with codes: {', '.join(registry.with_codes())}",
-        )
-    return model
+    """The model (None: the default for codes), or 422 when it has no encoder/decoder or there is none."""
+    reason = registry.no_code_reason(model_id)
+    if reason is not None:
+        raise HTTPException(422, reason)
+    return registry.get(model_id if model_id is not None else registry.default_code_model)
