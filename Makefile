@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
-# The container engine of these machines (docs/deployment.md); any other Docker engine works too.
-ENGINE := bash ../shared/tools/container-engine
+# Any Docker engine: `docker` itself when its daemon answers; otherwise the container-engine script
+# that some machines keep beside the checkout (docs/deployment.md). scripts/engine.sh decides.
+ENGINE := bash scripts/engine.sh
 
 # onnxruntime's Linux wheels would otherwise persist a device id and try to upload usage events.
 export ORT_DISABLE_TELEMETRY ?= 1
