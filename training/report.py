@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from training.protocol import NOISE_LEVELS
+
 CLASSICAL = ("noisy", "gaussian", "median", "median_tuned", "nl_means", "bm3d")
 # Denoisers without a code (no bottleneck): "every autoencoder" in a target means every model but these.
 NO_CODE_ARCHS = ("unet", "s2d")
@@ -157,9 +159,7 @@ TARGET_SOURCE = {"mnist-s2d": "issue 12", "fashion-s2d": "issue 12"}
 DEFAULT_TARGETS = [_lesson(0.0)]
 
 
-def check_targets(
-    model_key: str, rows: Rows, levels: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-) -> list[Target]:
+def check_targets(model_key: str, rows: Rows, levels: Sequence[float] = NOISE_LEVELS) -> list[Target]:
     if model_key in TARGETS:
         source = TARGET_SOURCE.get(model_key, "issue 4")
         return [
