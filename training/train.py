@@ -183,7 +183,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
     if cfg.noise != "gaussian":
         if cfg.low_noise_fraction:
             raise SystemExit("--low-noise-fraction applies to --noise gaussian only")
-    elif not 0 <= cfg.low_noise_fraction <= 1 or cfg.low_noise_max < cfg.noise_min:
+    elif not 0 <= cfg.low_noise_fraction <= 1 or (
+        cfg.low_noise_fraction and cfg.low_noise_max < cfg.noise_min
+    ):
         raise SystemExit("--low-noise-fraction must be in [0, 1] and --low-noise-max >= --noise-min")
     if args.lesson and args.arch in CODELESS:
         raise SystemExit(f"the lesson has no {args.arch}; drop --lesson")

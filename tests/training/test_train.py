@@ -241,3 +241,33 @@ def test_noise_options_that_cannot_work_are_refused() -> None:
     ):
         with pytest.raises(SystemExit, match=words):
             config_from_args(_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    ("arch", "lesson"),
+    [
+        *((arch, False) for arch in ("dense", "conv", "denoise", "unet", "s2d")),
+        *((a, True) for a in ("dense", "conv", "denoise")),
+    ],
+)
+def test_dry_run_of_every_arch_exports_a_model_the_service_loads(
+    tmp_path: Path, arch: str, lesson: bool
+) -> None:
+    from service.registry import load_model as serve_model
+
+    out = tmp_path / f"mnist-{arch}"
+    argv = [
+        "--dry-run",
+        "--arch",
+        arch,
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(tmp_path / "c.pt"),
+        "--no-progress",
+    ]
+    main([*argv, "--lesson"] if lesson else argv)
+    model = serve_model(out, "cpu")
+    # The lesson ships its autoencoder alone: a codeless denoiser, whatever its network's code.
+    assert model.has_code == (arch in ("dense", "conv", "denoise") and not lesson)
+    assert model.card["id"] == out.name
