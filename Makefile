@@ -96,7 +96,7 @@ bench: install-dev system-deps
 # torch's own dependencies are resolved from its CPU build: this machine's wheel, or PyTorch's CPU index.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,\
         --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
-LOCK := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-header \
+LOCK := $(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes --no-header \
         --annotation-style line --index-url https://pypi.org/simple
 lock: | $(BIN)/python
 	$(PIP) install 'uv>=0.9,<1'
