@@ -23,18 +23,15 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 WORKDIR /src
 
-# The dependencies come from pyproject.toml alone, so that a code change reuses this layer; the stub
-# package and the empty README.md (pyproject names it) let `pip install .` resolve them.
-# pip byte-compiles what it installs (faster cold start). Then the image diet, to stay well under
-# 400 MB: the packages' own test suites (numpy's alone is 17 MB), debug symbols (uvloop: 11 MB), and
+# The dependencies come from the lock alone (requirements/service.txt: every version pinned, every
+# file's sha256 checked; `make lock` refreshes it from pyproject.toml), so that a code change reuses
+# this layer. pip byte-compiles what it installs (faster cold start). Then the image diet, to stay
+# well under 400 MB: the packages' own test suites (numpy's alone is 17 MB), debug symbols (uvloop: 11 MB), and
 # the venv's pip and setuptools are never used at run time. The `*.libs` folders hold libraries that
 # auditwheel patched, which strip could corrupt, so they are left alone.
-COPY pyproject.toml ./
-# Versions are bounded in pyproject.toml, the one list of runtime dependencies.
+COPY requirements/service.txt ./requirements/
 # hadolint ignore=DL3013
-RUN mkdir service && touch service/__init__.py README.md \
-    && /opt/venv/bin/pip install . \
-    && /opt/venv/bin/pip uninstall -y ae-denoise \
+RUN /opt/venv/bin/pip install --require-hashes -r requirements/service.txt \
     && if [ "$ONNXRUNTIME_PACKAGE" != "onnxruntime" ]; then \
            /opt/venv/bin/pip uninstall -y onnxruntime && /opt/venv/bin/pip install "$ONNXRUNTIME_PACKAGE"; \
        fi \
@@ -45,7 +42,7 @@ RUN mkdir service && touch service/__init__.py README.md \
     && find /opt/venv/lib/python3.11/site-packages -name '*.so' -not -path '*.libs/*' \
            -exec strip --strip-debug {} + \
     && /opt/venv/bin/pip uninstall -y setuptools pip \
-    && rm -rf /src/service /src/README.md
+    && rm -rf /src/requirements
 
 # ---- app: the `service` package alone, staged under /staging/opt/venv ----
 # Installed by the system pip into the pip-less venv (`--python`), under a separate root, so that
@@ -53,6 +50,7 @@ RUN mkdir service && touch service/__init__.py README.md \
 # rebuilds a small layer. training/ is not in the build context, so only `service` is installed, and
 # only its entry point is kept (the training commands need the `train` extra).
 FROM deps AS app
+COPY pyproject.toml ./
 COPY service ./service
 COPY contract ./contract
 RUN touch README.md \

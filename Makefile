@@ -5,14 +5,15 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
-# The container engine of these machines (docs/deployment.md); any other Docker engine works too.
-ENGINE := bash ../shared/tools/container-engine
+# Any Docker engine: `docker` itself when its daemon answers; otherwise the container-engine script
+# that some machines keep beside the checkout (docs/deployment.md). scripts/engine.sh decides.
+ENGINE := bash scripts/engine.sh
 
 # onnxruntime's Linux wheels would otherwise persist a device id and try to upload usage events.
 export ORT_DISABLE_TELEMETRY ?= 1
 
 .PHONY: help install install-dev system-deps serve test test-containers lint typecheck bench \
-        image compose-up compose-down engine clean
+        image compose-up compose-down engine lock clean
 
 help:
 	@echo "make serve            install the service and serve the shipped models on $(HOST):$(PORT)"
@@ -23,18 +24,25 @@ help:
 	@echo "make compose-up       build and start the compose stack on 127.0.0.1:8000, wait until healthy"
 	@echo "make compose-down     stop it"
 	@echo "make test-containers  start this machine's container engine and run the container tests"
+	@echo "make lock             re-resolve requirements/*.txt (pinned versions with hashes) from pyproject.toml"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Stamps keyed on pyproject.toml: re-install only when the dependencies change, so a second
-# `make serve` or `make test` starts at once.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q -e .
+PIP := $(BIN)/pip --disable-pip-version-check -q
+
+# Stamps keyed on pyproject.toml and the locks: re-install only when the dependencies change, so a
+# second `make serve` or `make test` starts at once. Every version and hash comes from requirements/
+# (`make lock`); torch alone is pinned by version (==2.13.0), not by hash: docs/deployment.md says why.
+$(VENV)/.installed: pyproject.toml requirements/service.txt | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements/service.txt
+	$(PIP) install --no-deps -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[train,dev]'
+$(VENV)/.installed-dev: pyproject.toml requirements/dev.txt | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements/dev.txt
+	$(PIP) install --no-deps 'torch==2.13.0'
+	$(PIP) install --no-deps -e .
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -89,6 +97,21 @@ bench: install-dev system-deps $(PEERS)/.installed
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]'
 	git worktree add --detach .bench-base 06215d7 2>/dev/null || true
 	$(BIN)/python -m bench.run_all --base .bench-base --litserve-python $(PEERS)/bin/python
+
+# The locks: requirements/service.txt (the service's runtime: make serve, the Dockerfile; any
+# platform) and requirements/dev.txt (everything `make test` needs but torch, for CPython 3.11 on
+# x86_64 Linux). torch is left out of the dev lock: it is one local CPU build here, whose hash no
+# clean machine's index serves (docs/deployment.md).
+# torch's own dependencies are resolved from its CPU build: this machine's wheel, or PyTorch's CPU index.
+TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,\
+        --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+LOCK := $(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes --no-header \
+        --annotation-style line --index-url https://pypi.org/simple
+lock: | $(BIN)/python
+	$(PIP) install 'uv>=0.9,<1'
+	$(LOCK) --universal -o requirements/service.txt
+	$(LOCK) --extra train --extra dev --python-platform x86_64-manylinux_2_28 \
+	    $(TORCH_SOURCE) --no-emit-package torch -o requirements/dev.txt
 
 clean:
 	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -73,10 +73,11 @@ def digit_png(directory: Path, noise: float = 0.3) -> Path:
     """A real MNIST test digit with the evaluation protocol's noise, as an 8-bit PNG (what users send)."""
     from PIL import Image
 
-    from training.data import add_noise, load_mnist5k
+    from training import protocol
+    from training.data import load_mnist5k
 
     clean = load_mnist5k().test_x[:1]
-    noisy = add_noise(clean, noise, np.random.default_rng(0))[0]
+    noisy = protocol.noisy(clean, noise, 0)[0]
     out = io.BytesIO()
     Image.fromarray(np.clip(np.rint(noisy * 255), 0, 255).astype(np.uint8), "L").save(out, "PNG")
     path = directory / "digit.png"

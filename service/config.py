@@ -37,8 +37,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=_default_models_dir)
     # What a request that names no model gets: /denoise (and the demo page) the best denoiser;
     # /encode and /decode the blind autoencoder, which has a code. Both are checked at start-up.
+    # AE_DEFAULT_CODE_MODEL=none: no default for codes (a models folder of codeless denoisers only);
+    # /encode and /decode then need ?model=.
     default_denoise_model: str = "mnist-s2d"
-    default_code_model: str = "mnist-denoise"
+    default_code_model: str | None = "mnist-denoise"
     # Deprecated: the one default of earlier versions; sets both of the above unless they are set.
     default_model: str | None = None
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -157,6 +159,11 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("default_code_model", mode="before")
+    @classmethod
+    def _none_means_no_default(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
     @field_validator("log_level", mode="before")
     @classmethod

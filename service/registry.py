@@ -1,15 +1,15 @@
 """The models the service serves: reads ``models/``, checks each one against the artifact contract.
 
-docs/architecture.md is the contract: ``models/<id>/card.json`` names the graphs, their sha256 and
-the code shape; every graph has one float32 input and one float32 output with fixed names and
-shapes and a dynamic batch axis. Any breach stops start-up with a :class:`ModelError` whose message
-names the offending file, so a broken deployment never turns into 500s at request time.
+docs/architecture.md is the contract, and contract/card.py checks it (the same code that export
+writes cards through): ``models/<id>/card.json`` names the graphs, their sha256 and the code shape;
+every graph has one float32 input and one float32 output with fixed names and shapes and a dynamic
+batch axis. A directory that breaks it is skipped at start-up with one log line naming the file
+(the others are served) and refused by a reload, so a broken model never turns into 500s at request
+time; start-up fails if no model loads or a configured default is missing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from contract import ood
+from contract.card import AUTOENCODER as AUTOENCODER  # the roles, re-exported for the routes
+from contract.card import DECODER as DECODER
+from contract.card import ENCODER as ENCODER
+from contract.card import CardError, check_metadata, graph_io, graph_path, read_card
 from service.inference import (
     CUDA,
     Device,
@@ -30,8 +34,6 @@ from service.inference import (
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SHAPE = (1, 28, 28)
-ENCODER, DECODER, AUTOENCODER = "encoder", "decoder", "autoencoder"
 _FLOAT = "tensor(float)"
 
 
@@ -92,7 +94,9 @@ class Registry:
     """The loaded models by id, plus the two defaults; read-only once built.
 
     ``default_model`` is what ``/denoise`` gets when it names no model, ``default_code_model`` what
-    ``/encode`` and ``/decode`` get; the latter must have a code.
+    ``/encode`` and ``/decode`` get; it must have a code. ``None`` (``AE_DEFAULT_CODE_MODEL=none``):
+    there is no default for them, and a request must name its model (a models folder of codeless
+    denoisers only).
     """
 
     def __init__(
@@ -103,12 +107,11 @@ class Registry:
             raise ModelError(
                 f"AE_DEFAULT_DENOISE_MODEL={default_model!r} is not among the loaded models ({loaded})"
             )
-        # Named explicitly, the code default must exist and have a code; unnamed, it is the
-        # /denoise default, and /encode and /decode answer 422 if that one has no code.
         if default_code_model is not None:
             if default_code_model not in models:
                 raise ModelError(
-                    f"AE_DEFAULT_CODE_MODEL={default_code_model!r} is not among the loaded models ({loaded})"
+                    f"AE_DEFAULT_CODE_MODEL={default_code_model!r} is not among the loaded models "
+                    f"({loaded}); set it to one of them, or to none"
                 )
             if not models[default_code_model].has_code:
                 with_codes = ", ".join(m.id for m in models.values() if m.has_code) or "none"
@@ -118,7 +121,23 @@ class Registry:
                 )
         self._models = dict(sorted(models.items()))
         self.default_model = default_model
-        self.default_code_model = default_code_model or default_model
+        self.default_code_model = default_code_model
+
+    def no_code_reason(self, model_id: str | None) -> str | None:
+        """Why ``/encode`` or ``/decode`` cannot use ``model_id`` (None: the default); None when it can."""
+        with_codes = ", ".join(self.with_codes()) or "none (every model here is a codeless denoiser)"
+        if model_id is None and self.default_code_model is None:
+            return (
+                "no default model for codes (AE_DEFAULT_CODE_MODEL=none): name one with ?model=; "
+                f"models with codes: {with_codes}"
+            )
+        model = self.get(model_id if model_id is not None else self.default_code_model)
+        if model.has_code:
+            return None
+        return (
+            f"model {model.id!r} (arch {model.arch}) has no latent code, so it cannot encode or decode; "
+            f"models with codes: {with_codes}"
+        )
 
     def get(self, model_id: str | None = None) -> Model:
         """The model called ``model_id`` (the default when None); :class:`UnknownModel` otherwise."""
@@ -148,72 +167,6 @@ class Registry:
         return len(self._models)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_card(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "card.json"
-    if not path.is_file():
-        raise ModelError(f"{path}: missing (every model directory needs a card.json)")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(card, dict):
-        raise ModelError(f"{path}: must hold a JSON object")
-    for key, kind in (("id", str), ("arch", str), ("graphs", dict), ("sha256", dict)):
-        if not isinstance(card.get(key), kind):
-            raise ModelError(f"{path}: field {key!r} missing or not a {kind.__name__}")
-    if card["id"] != model_dir.name:
-        raise ModelError(f"{path}: id {card['id']!r} differs from the directory name {model_dir.name!r}")
-    code_shape = card.get("code_shape", "absent")
-    if code_shape is not None and not (
-        isinstance(code_shape, list)
-        and code_shape
-        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in code_shape)
-    ):
-        raise ModelError(
-            f"{path}: code_shape must be a list of positive integers or null, not {code_shape!r}"
-        )
-    code_range = card.get("code_range")
-    if code_range is not None and not (
-        isinstance(code_range, dict)
-        and all(isinstance(code_range.get(k), int | float) for k in ("min", "max"))
-        and math.isfinite(code_range["min"])
-        and math.isfinite(code_range["max"])
-        and code_range["min"] <= code_range["max"]
-    ):
-        raise ModelError(f"{path}: code_range must be {{'min': a, 'max': b}} with finite a <= b")
-    expected = {AUTOENCODER} if code_shape is None else {ENCODER, DECODER, AUTOENCODER}
-    if set(card["graphs"]) != expected:
-        raise ModelError(
-            f"{path}: graphs must be exactly {sorted(expected)} for code_shape {code_shape}, "
-            f"not {sorted(card['graphs'])}"
-        )
-    return card
-
-
-def _check_file(model_dir: Path, card: dict[str, Any], filename: object) -> Path:
-    card_path = model_dir / "card.json"
-    if not isinstance(filename, str) or Path(filename).name != filename or filename in ("", ".", ".."):
-        raise ModelError(f"{card_path}: graph file name {filename!r} must be a plain file name")
-    path = model_dir / filename
-    if not path.is_file():
-        raise ModelError(f"{path}: missing (named in {card_path})")
-    expected = card["sha256"].get(filename)
-    if not isinstance(expected, str):
-        raise ModelError(f"{card_path}: no sha256 for {filename}")
-    actual = _sha256(path)
-    if actual != expected.lower():
-        raise ModelError(f"{path}: sha256 mismatch (card.json says {expected}, the file has {actual})")
-    return path
-
-
 def _check_tensor(path: Path, what: str, specs: list[TensorSpec], name: str, dims: tuple[int, ...]) -> None:
     if len(specs) != 1:
         raise ModelError(f"{path}: expected exactly one {what}, found {[s.name for s in specs]}")
@@ -225,42 +178,34 @@ def _check_tensor(path: Path, what: str, specs: list[TensorSpec], name: str, dim
 
 
 def _check_graph(path: Path, role: str, session: GraphSession, card: dict[str, Any]) -> None:
-    code = tuple(card["code_shape"] or ())
-    io = {
-        ENCODER: (("image", IMAGE_SHAPE), ("code", code)),
-        DECODER: (("code", code), ("image", IMAGE_SHAPE)),
-        AUTOENCODER: (("image", IMAGE_SHAPE), ("denoised", IMAGE_SHAPE)),
-    }[role]
-    _check_tensor(path, "input", session.inputs, *io[0])
-    _check_tensor(path, "output", session.outputs, *io[1])
-    meta = session.metadata
-    if meta.get("model_id") != card["id"]:
-        raise ModelError(
-            f"{path}: metadata model_id is {meta.get('model_id')!r}; card.json says {card['id']!r}"
-        )
+    (in_name, in_dims), (out_name, out_dims) = graph_io(role, card["code_shape"])
+    _check_tensor(path, "input", session.inputs, in_name, in_dims)
+    _check_tensor(path, "output", session.outputs, out_name, out_dims)
     try:
-        meta_code = json.loads(meta.get("code_shape", ""))
-    except json.JSONDecodeError:
-        meta_code = "unreadable"
-    if meta_code != card["code_shape"]:
-        raise ModelError(
-            f"{path}: metadata code_shape is {meta.get('code_shape')!r}; card.json says {card['code_shape']}"
-        )
+        check_metadata(path, session.metadata, card)
+    except CardError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def load_model(
     model_dir: Path, device: Device, intra_op_threads: int = 0, inter_op_threads: int = 0
 ) -> Model:
     """Check one model directory against the contract and open a session per graph."""
-    card = _read_card(model_dir)
+    try:
+        card = read_card(model_dir)
+    except CardError as exc:
+        raise ModelError(str(exc)) from None
     try:
         providers = select_providers(device)
     except InferenceError as exc:
         raise ModelError(str(exc)) from exc
     options = session_options(intra_op_threads, inter_op_threads)
     graphs: dict[str, GraphSession] = {}
-    for role, filename in sorted(card["graphs"].items()):
-        path = _check_file(model_dir, card, filename)
+    for role in sorted(card["graphs"]):
+        try:
+            path = graph_path(model_dir, card, role)
+        except CardError as exc:
+            raise ModelError(str(exc)) from None
         try:
             session = GraphSession(path, providers, options)
         except InferenceError as exc:
@@ -291,19 +236,34 @@ def load_registry(
     device: Device = "auto",
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
+    *,
+    strict: bool = False,
 ) -> Registry:
     """Load every ``models_dir/<id>/`` (hidden entries, such as an export's temp dir, are skipped).
 
-    ``default_code_model`` defaults to ``default_model`` (see :class:`Registry`).
+    A directory that breaks the contract is skipped with one log line naming it and why, and the
+    others are served; ``strict`` (a reload) raises :class:`ModelError` naming it instead, so the
+    models already serving stay. Either way a registry without any model, or without a configured
+    default, is a :class:`ModelError`.
     """
     if not models_dir.is_dir():
         raise ModelError(f"{models_dir}: models directory does not exist (set AE_MODELS_DIR)")
     dirs = sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     if not dirs:
         raise ModelError(f"{models_dir}: no model directories found")
-    models = {}
+    models: dict[str, Model] = {}
+    skipped: list[str] = []
     for model_dir in dirs:
-        model = load_model(model_dir, device, intra_op_threads, inter_op_threads)
+        try:
+            model = load_model(model_dir, device, intra_op_threads, inter_op_threads)
+        except ModelError as exc:
+            if strict:
+                raise
+            logger.error("skipping model directory %s: %s", model_dir, exc)
+            skipped.append(f"{model_dir.name} ({exc})")
+            continue
         models[model.id] = model
         logger.info("loaded model %s (%s) on %s", model.id, ", ".join(model.graphs), model.provider)
+    if not models:
+        raise ModelError(f"{models_dir}: no model loads; " + "; ".join(skipped))
     return Registry(models, default_model, default_code_model)

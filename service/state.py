@@ -118,7 +118,8 @@ class ServiceState:
         """1 after start-up, one more after each successful reload."""
         return self._current.number if self._current is not None else 0
 
-    def _load(self) -> Registry:
+    def _load(self, strict: bool = False) -> Registry:
+        """Start-up skips a bad model directory (logged); a reload (``strict``) refuses it whole."""
         s = self.settings
         return load_registry(
             s.models_dir,
@@ -127,6 +128,7 @@ class ServiceState:
             s.device,
             s.intra_op_threads,
             s.inter_op_threads,
+            strict=strict,
         )
 
     def _warm_up(self, registry: Registry) -> None:
@@ -212,7 +214,8 @@ class ServiceState:
             if self._current is None:
                 raise RuntimeError("reload before start")
             started = time.perf_counter()
-            registry = await run_in_threadpool(self._load)  # ModelError propagates; nothing swapped
+            # A bad directory raises ModelError naming it: nothing is swapped, the old set serves on.
+            registry = await run_in_threadpool(self._load, True)
             await run_in_threadpool(self._warm_up, registry)
             old, self._current = self._current, self._start_generation(self._current.number + 1, registry)
             self._retiring.append(old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -15,6 +16,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
+# Debian's dataset-fashion-mnist (`make system-deps`); training/data.py reads it from here.
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def fashion_dir_or_skip() -> Path:
+    """Fashion-MNIST's directory; without it a skip, or a failure where REQUIRE_FASHION=1 (CI)."""
+    if (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file() or (
+        FASHION_DIR / "t10k-images-idx3-ubyte"
+    ).is_file():
+        return FASHION_DIR
+    message = f"{FASHION_DIR} is missing (Debian package dataset-fashion-mnist; `make system-deps`)"
+    if os.environ.get("REQUIRE_FASHION") == "1":
+        pytest.fail(f"REQUIRE_FASHION=1 but {message}")
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _no_developer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build service settings from explicit values only: no AE_* of the developer's shell.
+
+    (Servers started as subprocesses get their own environment: tests/hardening/conftest.py.)
+    """
+    for name in list(os.environ):
+        if name.startswith("AE_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 """Classical denoisers, their per-noise-level tuning on validation, and the cached table.
 
 Every parameter is picked per noise level by mean PSNR on a fixed slice of the **validation** split
-(its first images; noise from a fresh ``default_rng(VAL_NOISE_SEED)`` per level), never on test or
-training images. The test images get the evaluation noise (a fresh ``default_rng(TEST_NOISE_SEED)``
-per level, one draw over the whole evaluated array).
+(its first images; noise from a fresh ``default_rng(VAL_NOISE_SEED)`` per level, training/protocol.py),
+never on test or training images. The test images get the evaluation noise (a fresh
+``default_rng(TEST_NOISE_SEED)`` per level, one draw over the whole evaluated array).
 
 The tuner is a grid search that cannot end on a grid edge: when the best point sits on the lowest
 or highest value of an axis, that axis is extended one step past it and the search goes on, until
@@ -43,20 +43,16 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, median_filter
 from skimage.restoration import denoise_nl_means
 
-from training.data import DATASETS, NOISE_LEVELS, TEST_NOISE_SEED, VAL_NOISE_SEED, add_noise, load_dataset
-from training.metrics import psnr, ssim
+from training import protocol
+from training.data import DATASETS, load_dataset
+from training.protocol import NOISE_LEVELS, TEST_LIMIT, TEST_NOISE_SEED, TUNE_IMAGES, VAL_NOISE_SEED, psnr
 
 log = logging.getLogger(__name__)
 
-EVAL_SEED = TEST_NOISE_SEED  # noise of the test images, fresh per level (docs/evaluation/README.md)
-TUNE_SEED = VAL_NOISE_SEED  # noise of the validation slice, fresh per level
-TUNE_IMAGES = 200  # validation slice: the first images of the validation split
 BM3D_TUNE_IMAGES = 32
 NL_MEANS_TUNE_IMAGES = 100  # its three-axis grid with search windows up to 27x27 costs minutes per level
 BM3D_TEST_IMAGES = 200
 MAX_EXTENSIONS = 8  # per axis and level; an optimum still on an edge after that is an error
-# Fashion-MNIST's 10,000 test images: the reference table scores the first 2,000.
-DEFAULT_TEST_LIMIT: dict[str, int | None] = {"mnist5k": None, "mnist": 2000, "fashion": 2000}
 CACHE_DIR = Path("docs/evaluation")
 
 Params = Mapping[str, float]
@@ -323,7 +319,7 @@ def tune(
     clean: np.ndarray,
     s: float,
     runner: Runner,
-    seed: int = TUNE_SEED,
+    seed: int = VAL_NOISE_SEED,
     max_extensions: int = MAX_EXTENSIONS,
     noisy: np.ndarray | None = None,
     strict: bool = True,
@@ -341,7 +337,7 @@ def tune(
     if not method.axes:
         raise ValueError(f"{method.key} has nothing to tune")
     if noisy is None:
-        noisy = add_noise(clean, s, np.random.default_rng(seed))
+        noisy = protocol.noisy(clean, s, seed)
     axes = method.axes
     grids = [sorted(set(a.values)) for a in axes]
     scores: dict[Point, float] = {}
@@ -440,22 +436,6 @@ def tune(
     )
 
 
-def protocol_noisy(clean: np.ndarray, s: float, seed: int = EVAL_SEED) -> np.ndarray:
-    """The evaluation input at level s: one draw from a fresh generator over the whole array."""
-    return add_noise(clean, s, np.random.default_rng(seed))
-
-
-def mean_scores(clean: np.ndarray, estimate: np.ndarray, subset: int) -> dict[str, float]:
-    """Mean PSNR/SSIM over all images and over the first ``subset`` (the paired BM3D comparison)."""
-    p, q = psnr(clean, estimate), ssim(clean, estimate)
-    return {
-        "psnr": float(p.mean()),
-        "ssim": float(q.mean()),
-        "subset_psnr": float(p[:subset].mean()),
-        "subset_ssim": float(q[:subset].mean()),
-    }
-
-
 def _versions() -> dict[str, str]:
     names = ("numpy", "scipy", "scikit-image", "bm3d")
     return {"python": platform.python_version(), **{n: version(n) for n in names}}
@@ -489,11 +469,12 @@ def compute_baselines(
         "test_images": len(test),
         "subset_images": bm3d_test_images,
         "protocol": {
-            "test": f"first {len(test)} test images, noise from a fresh default_rng({EVAL_SEED}) per level",
+            "test": f"first {len(test)} test images, "
+            f"noise from a fresh default_rng({TEST_NOISE_SEED}) per level",
             "subset": f"first {bm3d_test_images} of them (BM3D is scored there only)",
             "tuning": f"mean PSNR on the first {n_val} images of the validation split "
             f"(NL-means: {min(n_val, NL_MEANS_TUNE_IMAGES)}, BM3D: {n_val_bm3d}), "
-            f"noise from a fresh default_rng({TUNE_SEED}) per level; "
+            f"noise from a fresh default_rng({VAL_NOISE_SEED}) per level; "
             "grids extended until no optimum sits on an edge",
             "validation_split": split.info.get("validation_rule", ""),
         },
@@ -528,9 +509,9 @@ def compute_baselines(
                         if tuning.at_method_bound
                         else "",
                     )
-                jobs.append((protocol_noisy(test, s)[:n_test], params))
+                jobs.append((protocol.noisy(test, s, TEST_NOISE_SEED)[:n_test], params))
             for s, (_, params), out in zip(levels, jobs, runner.apply_many(method, jobs), strict=True):
-                for k, v in mean_scores(test[:n_test], out, bm3d_test_images).items():
+                for k, v in protocol.mean_scores(test[:n_test], out, bm3d_test_images).items():
                     rows[k].append(v)
                 log.info("%s s=%.2f %s test PSNR %.2f", method.key, s, params, rows["psnr"][-1])
             entry: dict[str, Any] = {"label": method.label, "test_images": n_test, **rows}
@@ -583,7 +564,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--test-limit",
         type=int,
-        help="score the first N test images (default: all for mnist5k, 2000 for mnist and fashion)",
+        default=TEST_LIMIT,
+        help="score the first N test images (all of mnist5k's 1000; 2000 of mnist's and fashion's)",
     )
     parser.add_argument(
         "--tune-images", type=int, default=TUNE_IMAGES, help="validation images used for tuning"
@@ -613,13 +595,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    limit = args.test_limit if args.test_limit is not None else DEFAULT_TEST_LIMIT[args.dataset]
     out = args.out or cache_path(args.dataset)
     partial = out.with_name(out.stem + ".partial.json")
     data = compute_baselines(
         args.dataset,
         args.data_dir,
-        test_limit=limit,
+        test_limit=args.test_limit,
         tune_images=args.tune_images,
         bm3d_tune_images=args.bm3d_tune_images,
         bm3d_test_images=args.bm3d_test_images,

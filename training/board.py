@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from training import noise as noise_models
-from training.data import VAL_NOISE_SEED
 from training.models import Model
+from training.protocol import VAL_NOISE_SEED
 
 SAMPLES = 8
 

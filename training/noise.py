@@ -1,5 +1,8 @@
 """Noise models: one definition each, in torch (training) and numpy (evaluation, seeded Generator).
 
+Every corruption in this package, training's, the evaluation's, the baselines' and the code range's,
+is computed here; training/protocol.py names the levels and seeds the evaluation uses.
+
 Every kind corrupts a clean image ``x`` in [0, 1] and clips the result to [0, 1]; its *level* is the
 kind's natural parameter:
 
@@ -153,7 +156,7 @@ def apply_numpy(kind: Kind, x: np.ndarray, level: float | np.ndarray, rng: np.ra
 def noisy_numpy(kind: Kind, clean: np.ndarray, level: float, seed: int) -> np.ndarray:
     """The evaluation input: one draw from a fresh ``default_rng(seed)`` over the whole array.
 
-    For ``gaussian`` this is exactly ``training.data.add_noise`` (the protocol of docs/evaluation/README.md).
+    For ``gaussian`` this is the protocol's corruption (training/protocol.py, docs/evaluation/README.md).
     """
     return apply_numpy(kind, clean, level, np.random.default_rng(seed))
 
@@ -187,15 +190,32 @@ def apply_torch(kind: Kind, x: Tensor, level: Tensor, gen: torch.Generator) -> T
     return torch.clamp(noisy, 0.0, 1.0)
 
 
-def corrupt(x: Tensor, noise: str, low: float, high: float, gen: torch.Generator) -> Tensor:
+def corrupt(
+    x: Tensor,
+    noise: str,
+    low: float,
+    high: float,
+    gen: torch.Generator,
+    light_fraction: float = 0.0,
+    light_max: float = 0.15,
+) -> Tensor:
     """One training corruption of the batch ``x`` ``[n, 1, h, w]``: a fresh level per image.
 
     ``mixed`` draws a kind per image, then a level from that kind's default range; every kind is
     computed for the whole batch and the image's own is kept, so the draws do not depend on the mix.
+    ``light_fraction`` (Gaussian only) of the images draw their level from ``[low, light_max]``
+    instead: more practice at the light noise where full-resolution detail decides the score.
     """
+    if noise == "gaussian" and light_fraction:
+        u = torch.rand(x.shape[0], 1, 1, 1, generator=gen)
+        light = torch.rand(x.shape[0], 1, 1, 1, generator=gen) < light_fraction
+        top = torch.where(light, torch.full_like(u, min(light_max, high)), torch.full_like(u, high))
+        return apply_torch("gaussian", x, low + (top - low) * u, gen)
     if noise != "mixed":
         kind = kinds_of(noise)[0]
         return apply_torch(kind, x, draw_levels(kind, len(x), low, high, gen), gen)
+    if light_fraction:
+        raise ValueError("a light-noise fraction applies to gaussian noise only")
     choice = torch.randint(0, len(KINDS), (len(x),), generator=gen)
     out = torch.empty_like(x)
     for i, kind in enumerate(KINDS):

@@ -61,7 +61,7 @@ def _scores(
 
 def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray, n: int = N) -> dict[str, Any]:
     """Per view: insiders' FPR and each outsider set's AUROC and flagged share, per level."""
-    from training.data import TEST_NOISE_SEED
+    from training.protocol import TEST_NOISE_SEED
 
     card = json.loads((model_dir / "card.json").read_text())
     calibration = ood.load(model_dir, card)

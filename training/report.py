@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from training.protocol import NOISE_LEVELS
+
 CLASSICAL = ("noisy", "gaussian", "median", "median_tuned", "nl_means", "bm3d")
 # Denoisers without a code (no bottleneck): "every autoencoder" in a target means every model but these.
 NO_CODE_ARCHS = ("unet", "s2d")
@@ -157,9 +159,7 @@ TARGET_SOURCE = {"mnist-s2d": "issue 12", "fashion-s2d": "issue 12"}
 DEFAULT_TARGETS = [_lesson(0.0)]
 
 
-def check_targets(
-    model_key: str, rows: Rows, levels: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-) -> list[Target]:
+def check_targets(model_key: str, rows: Rows, levels: Sequence[float] = NOISE_LEVELS) -> list[Target]:
     if model_key in TARGETS:
         source = TARGET_SOURCE.get(model_key, "issue 4")
         return [
@@ -195,6 +195,18 @@ def table(rows: Rows, levels: Sequence[float], subset: int | None = None, label_
         if subset is None and row["test_images"] != max(r["test_images"] for r in rows.values()):
             label += f" (first {row['test_images']} images)"
         lines.append(f"| {label} | " + " | ".join(_cells(row, subset is not None)) + " |")
+    return "\n".join(lines)
+
+
+def validation_table(rows: Rows, levels: Sequence[float]) -> str:
+    """PSNR / SSIM per level of each model on the validation split (``evaluate validate``)."""
+    lines = [
+        "| model | " + " | ".join(f"s={s:g}" for s in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for name, row in rows.items():
+        cells = (f"{p:.2f} / {q:.3f}" for p, q in zip(row["psnr"], row["ssim"], strict=True))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -525,6 +537,149 @@ def plot_examples(
             ax.set_yticks([])
         axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(f"{model_key}: first {n} test images", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Other noises and own data (training/noise_eval.py): one table per noise kind.
+
+
+def _kind_table(result: dict[str, Any], subset: bool = False) -> str:
+    name = result["level_name"]
+    levels = result["levels"]
+    lines = [
+        "| method | " + " | ".join(f"{name}={v:g}" for v in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    n = max(r["test_images"] for r in result["rows"].values())
+    for key, row in result["rows"].items():
+        p, q = (row["subset_psnr"], row["subset_ssim"]) if subset else (row["psnr"], row["ssim"])
+        label = f"**{row['label']}**" if key == next(iter(result["rows"])) else row["label"]
+        if not subset and row["test_images"] != n:
+            label += f" (first {row['test_images']} images)"
+        lines.append(
+            f"| {label} | " + " | ".join(f"{a:.2f} / {b:.3f}" for a, b in zip(p, q, strict=True)) + " |"
+        )
+    return "\n".join(lines)
+
+
+def _tuned(result: dict[str, Any]) -> str:
+    if not result["tuned"]:
+        return ""
+    name = result["level_name"]
+    head = "| method | " + " | ".join(f"{name}={v:g}" for v in result["levels"]) + " |"
+    lines = [head, "|---|" + "---|" * len(result["levels"])]
+    for key, params in result["tuned"].items():
+        cells = (
+            ", ".join(f"{k} {v:.3g}" for k, v in p.items()) if isinstance(p, dict) else f"{p:.3g}"
+            for p in params
+        )
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return (
+        "Tuned parameters (Gaussian blur: σ in pixels; median: window size; NL-means: h, patch size "
+        "and distance), each on the validation split:\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def write_noise_markdown(
+    path: Path,
+    card: dict[str, Any],
+    results: Sequence[dict[str, Any]],
+    test_source: str,
+    n: int,
+    command: str,
+) -> None:
+    """The report of a model scored per noise kind: one table per kind, the tuned parameters, plots."""
+    noise = (card.get("noise") or {}).get("description", "gaussian")
+    parts = [
+        f"# {card['id']}: evaluation under the noise it was made for",
+        "",
+        card.get("description", ""),
+        "",
+        f"Trained for: {noise}. Data: `{card['dataset']}`; the first **{n}** test images "
+        f"({test_source}) are scored.",
+        "",
+        "For each kind and level the test images get the noise from a fresh "
+        "`numpy.random.default_rng(1234)` drawn over the whole array (training/noise.py defines each "
+        "kind). PSNR (data range 1) and SSIM (skimage, 7×7 window) are per image, then averaged; every "
+        "network runs as exported (`autoencoder.onnx`, onnxruntime CPU). Classical methods are tuned "
+        "per level by mean PSNR on the first validation images (noise from a fresh `default_rng(999)`); "
+        "the test set is never used for tuning.",
+        "",
+    ]
+    for result in results:
+        parts += [f"## {result['kind']} ({result['level_name']})", ""]
+        if result["baselines_from"] == "cache":
+            parts += [
+                f"Classical rows from `docs/evaluation/baselines-{card['dataset']}.json` (same protocol, "
+                f"same images; BM3D on the first {result['subset_images']}).",
+                "",
+                _kind_table(result),
+                "",
+                f"Paired, every method on the first {result['subset_images']} test images:",
+                "",
+                _kind_table(result, subset=True),
+                "",
+            ]
+        else:
+            parts += [_kind_table(result), "", _tuned(result)]
+    parts += [
+        "## Plots",
+        "",
+        "![PSNR against the noise level, per kind](psnr_vs_noise.png)",
+        "",
+        "![clean, noisy and denoised test images](examples.png)",
+        "",
+        "## Reproduce",
+        "",
+        f"    {command}",
+        "",
+    ]
+    path.write_text("\n".join(parts).rstrip() + "\n")
+
+
+def plot_noise_psnr(path: Path, model_id: str, results: Sequence[dict[str, Any]]) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4), squeeze=False)
+    for ax, result in zip(axes[0], results, strict=True):
+        x = np.arange(len(result["levels"]))
+        for key, row in result["rows"].items():
+            style: dict[str, Any] = {"lw": 2.6, "color": "black"} if key == model_id else {"lw": 1.2}
+            if row["kind"] == "classical":
+                style["ls"] = "--"
+            ax.plot(x, row["psnr"], marker="o", ms=3, label=row["label"], **style)
+        ax.set_xticks(x, [f"{v:g}" for v in result["levels"]])
+        ax.set(xlabel=f"{result['level_name']} (noisier →)", ylabel="PSNR (dB)", title=result["kind"])
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 * ((len(labels) + 3) // 4), 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_noise_examples(
+    path: Path, model_id: str, clean: np.ndarray, results: Sequence[dict[str, Any]]
+) -> None:
+    """Rows: clean, then noisy and this model's output at a middle level of each kind."""
+    plt = _pyplot()
+    panels: list[tuple[str, np.ndarray]] = [("clean", clean)]
+    for result in results:
+        level = result["levels"][len(result["levels"]) // 2]
+        shown = result["examples"][level]
+        tag = f"{result['kind']} {result['level_name']}={level:g}"
+        panels += [(f"noisy\n{tag}", shown["noisy"]), (f"denoised\n{tag}", shown[model_id])]
+    n = len(clean)
+    fig, axes = plt.subplots(len(panels), n, figsize=(1.1 * n + 1.8, 1.1 * len(panels)), squeeze=False)
+    for r, (name, images) in enumerate(panels):
+        for c in range(n):
+            axes[r][c].imshow(np.clip(images[c], 0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{model_id}: first {n} test images", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

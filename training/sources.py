@@ -1,8 +1,8 @@
 """A user's own images as a data set: ``folder:PATH``, ``npz:PATH`` or ``npy:PATH``.
 
 Every image becomes float32 ``[28, 28]`` in [0, 1], white on black, through the very function the
-service runs for ``/denoise?resize=true`` (and ``invert=true`` for dark-on-light sets), so a model
-is trained on exactly what it will be served:
+service runs for ``/denoise?resize=true`` (and ``invert=true`` for dark-on-light sets): contract/pixels.py,
+which both import. A model is trained on exactly what it will be served:
 
 - ``folder:PATH``: every non-hidden file under PATH (any depth; class sub-folders are ignored).
   When PATH has ``train/`` and ``test/`` sub-folders, they are the splits; otherwise the test split
@@ -14,7 +14,7 @@ is trained on exactly what it will be served:
 
 Dark on light: with ``invert="auto"`` the set is inverted when most images have a bright border
 (the mean of their outermost pixels above 0.5), as the service's ``invert=true`` would do.
-The validation split is then carved from the training images (`training.data.carve_validation`).
+The validation split is then carved from the training images (`training.splits.carve_validation`).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from service.imaging import ImageError, open_image, to_array  # the service's resize=true path
-from training.data import VAL_FRACTION, DataError, Split, carve_validation
+from contract.pixels import ImageError, open_image, to_array  # the service's resize=true path
+from training.splits import VAL_FRACTION, DataError, Split, carve_validation
 
 PREFIXES = ("folder", "npz", "npy")
 # Smaller images would be blown up more than 3.5x: too little detail to learn 28x28 from.
 MIN_SIDE = 8
-# The service's default pixel limit (AE_MAX_PIXELS), checked from the header before decoding.
+# Pixels per file, checked from the header before decoding: four times the service's default limit
+# (AE_MAX_PIXELS, 2048²), since these are files the user chose, yet bounded against decompression bombs.
 MAX_PIXELS = 4096 * 4096
 TEST_FRACTION = 0.2
 TEST_SPLIT_SEED = 2
@@ -268,7 +269,7 @@ def load_source(name: str, *, skip_bad: bool = False, invert: str = "auto") -> S
         train, labels, test, np.full(len(test), -1, dtype=np.int64), test_source=test_rule
     )
     split.info.update(facts)
-    split.info["conversion"] = "service.imaging.to_array(resize=True" + (
+    split.info["conversion"] = "contract.pixels.to_array(resize=True" + (
         ", invert=True): dark on light, inverted" if facts["inverted"] else "): white on black"
     )
     return split

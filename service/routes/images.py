@@ -68,14 +68,13 @@ def _flag(call: Call, name: str) -> bool:
 
 
 def model_with_code(registry: Registry, model_id: str | None) -> Model:
-    """The model, or 422 when it has no encoder/decoder (a ``unet`` or ``s2d``)."""
-    model = registry.get(model_id or registry.default_code_model)
-    if not model.has_code:
-        raise NoCode(
-            f"model {model.id!r} (arch {model.arch}) has no latent code, so it cannot encode or decode; "
-            f"models with codes: {', '.join(registry.with_codes()) or 'none'}"
-        )
-    return model
+    """The model, or 422 when it has no encoder/decoder (a ``unet`` or ``s2d``), or when none is
+    named and AE_DEFAULT_CODE_MODEL is ``none``."""
+    model_id = model_id or None
+    reason = registry.no_code_reason(model_id)
+    if reason is not None:
+        raise NoCode(reason)
+    return registry.get(model_id if model_id is not None else registry.default_code_model)
 
 
 def pixels_body(

@@ -22,7 +22,8 @@ from PIL import Image
 from service.config import Settings
 from service.main import create_app
 from tests.e2e.conftest import ROOT, TEST_IMAGE, UP_TIMEOUT_S, ComposeUp, Stack
-from training.data import add_noise, load_mnist5k
+from training import protocol
+from training.data import load_mnist5k
 
 # The first test also waits for the image build (minutes on a cold, busy machine), which the
 # suite-wide per-test timeout does not allow for.
@@ -55,7 +56,7 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
 def digit() -> tuple[np.ndarray, np.ndarray]:
     """A real test-split digit, clean and with the protocol's noise at s=0.3 (quantised as sent)."""
     clean = load_mnist5k().test_x[0]
-    noisy = add_noise(clean, NOISE, np.random.default_rng(0))
+    noisy = protocol.noisy(clean, NOISE, 0)
     return clean, _pixels(_png(noisy))
 
 

@@ -248,3 +248,35 @@ async def _retired(state: ServiceState, timeout: float = 60.0) -> None:
     while state.retiring:
         assert time.monotonic() < deadline, "the old generation never closed"
         await asyncio.sleep(0.01)
+
+
+def test_start_up_skips_a_bad_model_dir_and_serves_the_others(
+    models_dir: Path, tmp_path: Path, digit_png: bytes
+) -> None:
+    root = _private_copy(models_dir, tmp_path, "mnist-denoise", "mnist-s2d", "mnist-unet")
+    graph = root / "mnist-unet" / "autoencoder.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])  # the card's sha256 no longer matches
+    with live_server(root, tmp_path) as live:
+        ids = sorted(card["id"] for card in httpx.get(f"{live.url}/models", timeout=30).json())
+        assert ids == ["mnist-denoise", "mnist-s2d"]
+        response = httpx.post(
+            f"{live.url}/denoise", files={"file": ("d.png", digit_png, "image/png")}, timeout=30
+        )
+        assert response.status_code == 200
+        skipped = [line for line in live.output().splitlines() if "skipping model directory" in line]
+        assert len(skipped) == 1 and str(graph) in skipped[0] and "sha256 mismatch" in skipped[0], skipped
+
+
+def test_codeless_models_only_start_with_no_code_default(
+    models_dir: Path, tmp_path: Path, digit_png: bytes
+) -> None:
+    root = _private_copy(models_dir, tmp_path, "mnist-s2d", "mnist-unet")
+    with live_server(root, tmp_path, AE_DEFAULT_CODE_MODEL="none") as live:
+        files = {"file": ("d.png", digit_png, "image/png")}
+        assert httpx.post(f"{live.url}/denoise", files=files, timeout=30).status_code == 200
+        encoded = httpx.post(f"{live.url}/encode", files=files, timeout=30)
+        assert encoded.status_code == 422, encoded.text
+        detail = str(encoded.json()["detail"])
+        assert "AE_DEFAULT_CODE_MODEL=none" in detail and "models with codes: none" in detail, detail
+        named = httpx.post(f"{live.url}/encode?model=mnist-unet", files=files, timeout=30)
+        assert named.status_code == 422 and "models with codes: none" in str(named.json()["detail"])

@@ -1,8 +1,10 @@
-"""A broken model directory stops ``ae-serve`` with a non-zero exit and a message naming the file.
+"""A broken model directory that a deployment needs stops ``ae-serve`` with a message naming the file.
 
-Each case runs the real ``ae-serve`` process on a damaged copy of the shipped models and checks its
-exit code and what it printed: the path of the offending file or directory, no traceback, and no
-port ever opened (a broken deployment must fail its start, not answer 500s later).
+Each case runs the real ``ae-serve`` process on a damaged copy of the shipped models, with the
+damaged model configured as a default (or with nothing left to serve), and checks its exit code and
+what it printed: the path of the offending file or directory, no traceback, and no port ever opened
+(a broken deployment must fail its start, not answer 500s later). A broken model that no default
+names is skipped instead (tests/hardening/test_reload.py starts a server with one).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from tests.hardening.conftest import free_port, serve_argv, server_env
 pytestmark = pytest.mark.timeout(180)
 
 Breaker = Callable[[Path], Path]  # damages a copy of models/, returns the path the message must name
+# The defaults that make each damaged model one the deployment needs (the shipped defaults otherwise).
+_NEEDS = {
+    "mnist-denoise": {"AE_DEFAULT_CODE_MODEL": "mnist-denoise"},
+    "mnist-conv": {"AE_DEFAULT_CODE_MODEL": "mnist-conv"},
+    "mnist-unet": {"AE_DEFAULT_DENOISE_MODEL": "mnist-unet"},
+}
 
 
 def _rewrite_sha(model_dir: Path, filename: str) -> None:
@@ -56,6 +64,16 @@ def _replace_graph(model_dir: Path, input_name: str, input_shape: list[int | str
 def _missing_dir(root: Path) -> Path:
     shutil.rmtree(root)
     return root
+
+
+def _only_model_broken(root: Path) -> Path:
+    """Nothing left to serve: every model but one removed, and that one's card truncated."""
+    for child in root.iterdir():
+        if child.name != "mnist-unet":
+            shutil.rmtree(child)
+    path = root / "mnist-unet" / "card.json"
+    path.write_bytes(path.read_bytes()[:50])
+    return path
 
 
 def _empty_dir(root: Path) -> Path:
@@ -109,6 +127,7 @@ def _fixed_batch(root: Path) -> Path:
 CASES: dict[str, Breaker] = {
     "models dir missing": _missing_dir,
     "models dir empty": _empty_dir,
+    "the only model broken": _only_model_broken,
     "graph file missing": _missing_graph,
     "graph truncated (card updated)": _truncated_graph,
     "graph truncated (sha256 mismatch)": _truncated_graph_same_card,
@@ -135,10 +154,11 @@ def outcomes(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         root = tmp_path_factory.mktemp("broken") / "models"
         shutil.copytree(models_dir, root, ignore=shutil.ignore_patterns("report", ".*"))
         named = breaker(root)
+        needs = next((env for name, env in _NEEDS.items() if name in named.parts), {})
         proc = subprocess.Popen(
             serve_argv(),
             cwd=ROOT,
-            env=server_env(root, free_port()),
+            env=server_env(root, free_port(), **needs),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -54,10 +54,10 @@ def read_png(data: bytes) -> np.ndarray:
 @pytest.fixture(scope="session")
 def digits(mnist_test_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(clean, noisy) float32 ``[80, 28, 28]``: real test digits and the protocol's noise at s=0.3."""
-    from training.data import add_noise
+    from training import protocol
 
     clean = mnist_test_images[:80]
-    noisy = add_noise(clean, NOISE, np.random.default_rng(0)).astype(np.float32)
+    noisy = protocol.noisy(clean, NOISE, 0).astype(np.float32)
     # The service sees 8-bit PNGs: compare against what it can actually receive.
     return clean, (np.rint(noisy * 255) / 255).astype(np.float32)
 

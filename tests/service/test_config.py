@@ -95,3 +95,16 @@ def test_connection_limits_have_their_documented_defaults() -> None:
     )
     assert (s.max_header_bytes, s.max_headers) == (16 * 1024, 100)
     assert (s.max_concurrent_requests, s.max_connections) == (256, 1024)
+
+
+@pytest.mark.parametrize("value", ["none", "None", " NONE "])
+def test_no_default_code_model_is_spelled_none(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("AE_DEFAULT_CODE_MODEL", value)
+    assert Settings().default_code_model is None
+    assert Settings(default_code_model="none").default_code_model is None
+
+
+def test_the_developers_environment_never_reaches_a_test() -> None:
+    import os
+
+    assert not [name for name in os.environ if name.startswith("AE_")]  # tests/conftest.py clears them

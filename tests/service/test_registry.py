@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -243,3 +244,41 @@ def test_metadata_must_name_the_model(tmp_path: Path) -> None:
     _rehash(model_dir, "autoencoder.onnx")
     with pytest.raises(ModelError, match="metadata model_id is 'someone-else'"):
         _load(tmp_path, model_dir)
+
+
+def test_a_bad_model_dir_is_skipped_at_start_up_and_named_once(
+    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "models"
+    for model_id in ("mnist-denoise", "mnist-s2d"):
+        shutil.copytree(models_dir / model_id, root / model_id, ignore=shutil.ignore_patterns("report"))
+    (root / "mnist-denoise" / "card.json").write_text("{")
+    with caplog.at_level(logging.ERROR, logger="service.registry"):
+        registry = load_registry(root, "mnist-s2d", None, device="cpu")
+    assert registry.ids == ["mnist-s2d"]
+    skipped = [r.getMessage() for r in caplog.records if "skipping model directory" in r.getMessage()]
+    assert len(skipped) == 1 and f"{root / 'mnist-denoise' / 'card.json'}: not readable JSON" in skipped[0]
+    # A reload is strict: the same directory is refused, naming it.
+    with pytest.raises(ModelError, match=re.escape(f"{root / 'mnist-denoise' / 'card.json'}")):
+        load_registry(root, "mnist-s2d", None, device="cpu", strict=True)
+    # A configured default that did not load still stops start-up.
+    with pytest.raises(ModelError, match="AE_DEFAULT_CODE_MODEL='mnist-denoise' is not among the loaded"):
+        load_registry(root, "mnist-s2d", "mnist-denoise", device="cpu")
+
+
+def test_no_default_code_model_names_the_models_with_codes(models_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / "mnist-s2d", root / "mnist-s2d", ignore=shutil.ignore_patterns("report"))
+    registry = load_registry(root, "mnist-s2d", None, device="cpu")
+    assert registry.default_code_model is None
+    assert registry.no_code_reason(None) == (
+        "no default model for codes (AE_DEFAULT_CODE_MODEL=none): name one with ?model=; "
+        "models with codes: none (every model here is a codeless denoiser)"
+    )
+    assert "has no latent code" in str(registry.no_code_reason("mnist-s2d"))
+    shutil.copytree(
+        models_dir / "mnist-denoise", root / "mnist-denoise", ignore=shutil.ignore_patterns("report")
+    )
+    both = load_registry(root, "mnist-s2d", None, device="cpu")
+    assert "models with codes: mnist-denoise" in str(both.no_code_reason(None))
+    assert both.no_code_reason("mnist-denoise") is None

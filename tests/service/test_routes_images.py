@@ -64,9 +64,6 @@ def test_denoise_json_pixels_match_the_png(client: TestClient, digits: tuple[np.
 def test_denoised_digit_is_closer_to_the_clean_one(
     client: TestClient, digits: tuple[np.ndarray, np.ndarray], model_id: str
 ) -> None:
-    card = client.get(f"/models/{model_id}").json()
-    if not card.get("trained", True):
-        pytest.skip(f"{model_id} is an untrained placeholder")
     clean, noisy = digits
     outputs = [
         read_png(client.post(f"/denoise?model={model_id}", content=png_bytes(x), headers=PNG).content)
@@ -78,15 +75,13 @@ def test_denoised_digit_is_closer_to_the_clean_one(
 
 @pytest.mark.parametrize("model_id", ["fashion-denoise", "fashion-unet"])
 def test_denoised_fashion_item_is_closer_to_the_clean_one(client: TestClient, model_id: str) -> None:
-    from training.data import FASHION_DIR, add_noise, read_idx
+    from tests.conftest import fashion_dir_or_skip
+    from training import protocol
+    from training.data import read_idx
 
-    path = FASHION_DIR / "t10k-images-idx3-ubyte.gz"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing (Debian package dataset-fashion-mnist; make system-deps)")
-    if not client.get(f"/models/{model_id}").json().get("trained", True):
-        pytest.skip(f"{model_id} is an untrained placeholder")
+    path = fashion_dir_or_skip() / "t10k-images-idx3-ubyte.gz"
     clean = read_idx(path, expected_ndim=3)[:8].astype(np.float32) / 255.0
-    noisy = np.rint(add_noise(clean, 0.3, np.random.default_rng(0)) * 255) / 255
+    noisy = np.rint(protocol.noisy(clean, 0.3, 0) * 255) / 255
     for x, y in zip(clean, noisy, strict=True):
         r = client.post(f"/denoise?model={model_id}", content=png_bytes(y), headers=PNG)
         assert _mse(read_png(r.content), x) < _mse(y, x)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from contract import card as cards
 from training.report import CLASSICAL
 
 
@@ -37,12 +37,13 @@ def write_model_dir(models_dir: Path, model_id: str, scale: float, dataset: str 
         "arch": model_id.split("-", 1)[1],
         "dataset": dataset,
         "description": f"test model: output = {scale} x input",
+        "code_shape": None,
         "graphs": {"autoencoder": "autoencoder.onnx"},
         "split": {"test": "X[perm[4000:]]"},
         "metrics": None,
-        "sha256": {"autoencoder.onnx": "unchanged-by-evaluation"},
+        "sha256": {"autoencoder.onnx": cards.sha256(model_dir / "autoencoder.onnx")},
     }
-    (model_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    cards.write_card(model_dir, card)
     return model_dir
 
 

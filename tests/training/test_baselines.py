@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from training import baselines
+from training import baselines, protocol
 from training.baselines import (
     METHODS_BY_KEY,
     Axis,
@@ -21,11 +21,11 @@ from training.baselines import (
     TuningError,
     compute_baselines,
     main,
-    protocol_noisy,
     tune,
 )
-from training.data import Split, add_noise, load_mnist5k
-from training.metrics import psnr
+from training.data import load_mnist5k
+from training.protocol import psnr
+from training.splits import Split
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def digits() -> np.ndarray:
 
 
 def test_identity_returns_the_noisy_input(digits: np.ndarray) -> None:
-    noisy = protocol_noisy(digits, 0.3)
+    noisy = protocol.noisy(digits, 0.3, 1234)
     with Runner() as runner:
         [out] = runner.apply_many(METHODS_BY_KEY["noisy"], [(noisy, {})])
     np.testing.assert_array_equal(out, noisy)
@@ -42,9 +42,11 @@ def test_identity_returns_the_noisy_input(digits: np.ndarray) -> None:
 
 def test_protocol_noise_is_one_draw_over_the_whole_array(digits: np.ndarray) -> None:
     # The first images get the same noise whether the evaluated array is short or long.
-    np.testing.assert_array_equal(protocol_noisy(digits, 0.2)[:5], protocol_noisy(digits[:5], 0.2))
+    np.testing.assert_array_equal(
+        protocol.noisy(digits, 0.2, 1234)[:5], protocol.noisy(digits[:5], 0.2, 1234)
+    )
     expected = np.clip(digits + 0.2 * np.random.default_rng(1234).standard_normal(digits.shape), 0, 1)
-    np.testing.assert_allclose(protocol_noisy(digits, 0.2), expected, atol=1e-7)
+    np.testing.assert_allclose(protocol.noisy(digits, 0.2, 1234), expected, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -59,14 +61,14 @@ def test_protocol_noise_is_one_draw_over_the_whole_array(digits: np.ndarray) -> 
 def test_each_classical_method_beats_the_noisy_input_at_high_noise(
     digits: np.ndarray, key: str, params: Params
 ) -> None:
-    noisy = protocol_noisy(digits, 0.5)
+    noisy = protocol.noisy(digits, 0.5, 1234)
     out = np.stack([METHODS_BY_KEY[key].apply(img, params) for img in noisy])
     assert out.shape == digits.shape
     assert psnr(digits, out).mean() > psnr(digits, noisy).mean() + 2
 
 
 def test_bm3d_denoises_one_image(digits: np.ndarray) -> None:
-    noisy = protocol_noisy(digits[:1], 0.3)
+    noisy = protocol.noisy(digits[:1], 0.3, 1234)
     out = METHODS_BY_KEY["bm3d"].apply(noisy[0], {"sigma_psd": 0.165})
     assert out.shape == (28, 28)
     assert psnr(digits[:1], out[None]).mean() > psnr(digits[:1], noisy).mean() + 2
@@ -85,7 +87,7 @@ def _scale_method(*values: float, **axis: object) -> Method:
 
 
 def _direct(digits: np.ndarray, s: float, f: float) -> float:
-    noisy = add_noise(digits, s, np.random.default_rng(999))
+    noisy = protocol.noisy(digits, s, 999)
     return float(psnr(digits, noisy * f).mean())
 
 
@@ -172,7 +174,7 @@ def test_the_median_size_is_tuned(digits: np.ndarray) -> None:
     # Light noise: 3×3, at the method's own bound (no smaller median window), recorded as such.
     assert low.params == {"size": 3.0} and "smallest median window" in low.at_method_bound["size"]
     # Heavy noise: the size that scores best, directly computed, with both neighbours evaluated.
-    noisy = add_noise(digits, 0.6, np.random.default_rng(999))
+    noisy = protocol.noisy(digits, 0.6, 999)
     direct = {
         size: float(psnr(digits, np.stack([method.apply(im, {"size": size}) for im in noisy])).mean())
         for size in (3.0, 5.0, 7.0, 9.0)
@@ -217,7 +219,7 @@ def test_tuning_reads_the_validation_split_only(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_pooled_bm3d_matches_in_process_bm3d(digits: np.ndarray) -> None:
-    noisy = protocol_noisy(digits[:2], 0.2)
+    noisy = protocol.noisy(digits[:2], 0.2, 1234)
     method = METHODS_BY_KEY["bm3d"]
     with Runner(1) as single:
         [a] = single.apply_many(method, [(noisy, {"sigma_psd": 0.13})])

@@ -9,16 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import (
-    NOISE_LEVELS,
-    DataError,
-    add_noise,
-    carve_validation,
-    load_dataset,
-    load_idx_dataset,
-    load_mnist5k,
-    read_idx,
-)
+from training.data import load_dataset, load_idx_dataset, load_mnist5k, read_idx
+from training.protocol import NOISE_LEVELS
+from training.splits import DataError, carve_validation
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -198,16 +191,6 @@ def test_load_dataset_reads_idx_from_data_dir(tmp_path: Path) -> None:
     write_idx_dir(tmp_path)
     assert load_dataset("mnist", tmp_path).train_x.shape == (5, 28, 28)
     assert load_dataset("fashion", tmp_path).test_x.shape == (3, 28, 28)
-
-
-def test_add_noise_is_clipped_float32_and_reproducible() -> None:
-    x = np.full((2, 28, 28), 0.5, np.float32)
-    a = add_noise(x, 0.6, np.random.default_rng(3))
-    b = add_noise(x, 0.6, np.random.default_rng(3))
-    assert a.dtype == np.float32 and a.min() == 0.0 and a.max() == 1.0
-    np.testing.assert_array_equal(a, b)
-    expected = np.clip(x + 0.6 * np.random.default_rng(3).standard_normal(x.shape), 0, 1)
-    np.testing.assert_allclose(a, expected, atol=1e-7)
 
 
 def test_noise_levels_are_the_protocol_levels() -> None:

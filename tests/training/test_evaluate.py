@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,10 +10,13 @@ import numpy as np
 import pytest
 
 from tests.training.conftest import write_model_dir, write_scale_model
-from training.baselines import compute_baselines, protocol_noisy, write_json
+from training import protocol
+from training.baselines import compute_baselines, write_json
 from training.data import load_mnist5k
-from training.evaluate import Context, EvaluationError, evaluate_onnx, main, run_onnx
-from training.metrics import psnr
+from training.evaluate import main
+from training.gaussian_eval import Context, EvaluationError
+from training.protocol import psnr
+from training.score import evaluate_onnx, run_onnx
 
 N_TEST = 6
 
@@ -50,7 +54,7 @@ def test_identity_model_scores_exactly_as_the_noisy_input(tmp_path: Path, evalua
     np.testing.assert_allclose(row["subset_psnr"], noisy_row["subset_psnr"], rtol=1e-12)
     noisy, out = examples[0.3]
     np.testing.assert_array_equal(out, noisy)
-    np.testing.assert_array_equal(noisy, protocol_noisy(test, 0.3)[: len(noisy)])
+    np.testing.assert_array_equal(noisy, protocol.noisy(test, 0.3, 1234)[: len(noisy)])
 
 
 def test_a_worse_model_scores_lower(tmp_path: Path) -> None:
@@ -58,7 +62,7 @@ def test_a_worse_model_scores_lower(tmp_path: Path) -> None:
     good, _ = evaluate_onnx(write_scale_model(tmp_path / "a.onnx", 1.0), test, subset=3)
     bad, _ = evaluate_onnx(write_scale_model(tmp_path / "b.onnx", 0.5), test, subset=3)
     assert bad["psnr"][0] < good["psnr"][0] - 3  # at s=0.05 halving the image costs far more than noise
-    expected = psnr(test, 0.5 * protocol_noisy(test, 0.6)).mean()
+    expected = psnr(test, 0.5 * protocol.noisy(test, 0.6, 1234)).mean()
     assert bad["psnr"][-1] == pytest.approx(expected, rel=1e-6)
 
 
@@ -91,7 +95,7 @@ def test_all_writes_reports_card_metrics_and_summary(tmp_path: Path, evaluation_
     assert card["metrics"]["test_images"] == N_TEST
     assert card["metrics"]["noise_levels"] == [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     np.testing.assert_allclose(card["metrics"]["psnr"], cache["methods"]["noisy"]["psnr"], atol=1e-4)
-    assert card["sha256"] == {"autoencoder.onnx": "unchanged-by-evaluation"}
+    assert card["sha256"] == {"autoencoder.onnx": hashlib.sha256(onnx_bytes).hexdigest()}
     assert (denoise / "autoencoder.onnx").read_bytes() == onnx_bytes
     assert cache["models"]["lesson"]["psnr"][0] < cache["methods"]["noisy"]["psnr"][0]  # 0.9 x input
     summary_text = summary.read_text()
@@ -139,5 +143,5 @@ def test_a_cache_for_another_test_size_is_refused(evaluation_dir: Path) -> None:
 
 
 def test_missing_card_exits_with_a_message_naming_it(tmp_path: Path, evaluation_dir: Path) -> None:
-    with pytest.raises(SystemExit, match=r"nowhere/card\.json: not found"):
+    with pytest.raises(SystemExit, match=r"nowhere/card\.json: missing"):
         main(["--model", str(tmp_path / "nowhere"), "--evaluation-dir", str(evaluation_dir)])

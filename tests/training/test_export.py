@@ -219,3 +219,33 @@ def test_cli_names_an_own_data_model_after_its_folder_and_records_its_noise(tmp_
         0.0,
         0.2,
     ]
+
+
+def test_graphs_carry_no_path_of_the_machine_that_built_them(denoise_dir: tuple[Path, Model]) -> None:
+    out, _ = denoise_dir
+    root = str(Path(__file__).resolve().parents[2]).encode()
+    for name in ("autoencoder.onnx", "encoder.onnx", "decoder.onnx"):
+        data = (out / name).read_bytes()
+        assert root not in data and b"site-packages" not in data and b'File "' not in data, name
+        proto = onnx.load(out / name)
+        assert not [n.name for n in proto.graph.node if n.doc_string or len(n.metadata_props)], name
+        assert proto.doc_string == DESCRIPTION
+
+
+def test_an_autoencoder_exported_alone_is_a_codeless_model_the_service_loads(tmp_path: Path) -> None:
+    from service.registry import load_model
+
+    torch.manual_seed(0)
+    out = tmp_path / "mnist-conv"
+    card = _export(build_model(preset("conv", lesson=True)), out, autoencoder_only=True)
+    assert card["code_shape"] is None and card["graphs"] == {"autoencoder": "autoencoder.onnx"}
+    model = load_model(out, "cpu")
+    assert not model.has_code and set(model.graphs) == {"autoencoder"}
+
+
+def test_export_refuses_a_card_the_service_would_reject(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    out = tmp_path / "mnist-unet"
+    with pytest.raises(ExportError, match="code_range given for a model without a code"):
+        _export(build_model(preset("unet")), out, extra={"code_range": {"min": 0.0, "max": 1.0}})
+    assert not out.exists() and list(tmp_path.iterdir()) == []

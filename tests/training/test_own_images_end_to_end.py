@@ -24,8 +24,8 @@ from tests.conftest import serve_in_thread
 from tests.training.own_images import glyph, write_folder
 from training import evaluate, train
 from training.checkpoint import load_checkpoint
-from training.evaluate import run_onnx
 from training.noise import KINDS
+from training.score import run_onnx
 from training.sources import convert
 
 pytestmark = pytest.mark.timeout(300)

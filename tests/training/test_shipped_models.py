@@ -18,8 +18,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from training.data import FASHION_DIR, add_noise, load_dataset
-from training.metrics import psnr
+from tests.conftest import fashion_dir_or_skip
+from training import protocol
+from training.data import load_dataset
+from training.protocol import psnr
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
@@ -97,9 +99,9 @@ def test_card_records_the_code_range_the_test_codes_fall_in(model_id: str) -> No
     card = _card(model_id)
     low, high = card["code_range"]["min"], card["code_range"]["max"]
     assert math.isfinite(low) and math.isfinite(high) and low < high
-    # Without Fashion-MNIST here, its range (recorded over digits and noise) is checked on digits.
-    dataset = "mnist5k" if card["dataset"] == "fashion" and not FASHION_DIR.is_dir() else card["dataset"]
-    images = _test_images(dataset)[:500, None]
+    if card["dataset"] == "fashion":
+        fashion_dir_or_skip()  # a Fashion encoder's range says nothing about digits
+    images = _test_images(card["dataset"])[:500, None]
     codes = _session(MODELS / model_id / "encoder.onnx").run(None, {"image": images})[0]
     # Unseen images stay within the recorded range give or take a tenth of its width.
     margin = 0.1 * (high - low)
@@ -146,8 +148,8 @@ def test_graphs_follow_the_contract_for_any_batch_size(model_id: str) -> None:
 @pytest.mark.parametrize("model_id", SHIPPED)
 def test_denoising_quality_meets_its_floor(model_id: str) -> None:
     card = _card(model_id)
-    if card["dataset"] == "fashion" and not FASHION_DIR.is_dir():
-        pytest.skip(f"{FASHION_DIR} is missing (Debian package dataset-fashion-mnist; `make system-deps`)")
+    if card["dataset"] == "fashion":
+        fashion_dir_or_skip()
     assert model_id in PSNR_FLOORS, f"no PSNR floor recorded for {model_id}"
     clean = _test_images(card["dataset"])
     options = ort.SessionOptions()
@@ -156,7 +158,7 @@ def test_denoising_quality_meets_its_floor(model_id: str) -> None:
         MODELS / model_id / card["graphs"]["autoencoder"], options, providers=["CPUExecutionProvider"]
     )
     for s, floor in zip(LEVELS, PSNR_FLOORS[model_id], strict=True):
-        noisy = add_noise(clean, s, np.random.default_rng(1234))
+        noisy = protocol.noisy(clean, s, 1234)
         (out,) = session.run(None, {"image": noisy[:, None]})
         measured = float(psnr(clean, out[:, 0]).mean())
         assert measured >= floor, f"{model_id} at s={s}: {measured:.2f} dB < floor {floor} dB"
@@ -167,8 +169,8 @@ def test_other_noise_quality_meets_its_floor(model_id: str) -> None:
     from training import noise
 
     card = _card(model_id)
-    if card["dataset"] == "fashion" and not FASHION_DIR.is_dir():
-        pytest.skip(f"{FASHION_DIR} is missing (Debian package dataset-fashion-mnist; `make system-deps`)")
+    if card["dataset"] == "fashion":
+        fashion_dir_or_skip()
     clean = _test_images(card["dataset"])
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -191,10 +193,9 @@ def test_the_default_denoiser_beats_the_input_every_baseline_and_every_autoencod
     validation; BM3D on its 200-image subset, compared on the same subset), in PSNR and SSIM.
     """
     from service.config import Settings
-    from training.baselines import mean_scores
-    from training.data import NOISE_LEVELS, TEST_NOISE_SEED
+    from training.protocol import NOISE_LEVELS, TEST_NOISE_SEED, mean_scores
 
-    default = Settings().default_denoise_model
+    default = Settings.model_fields["default_denoise_model"].default
     card = _card(default)
     assert card["dataset"] == "mnist5k"
     cache = json.loads((ROOT / "docs" / "evaluation" / "baselines-mnist5k.json").read_text())
@@ -205,7 +206,7 @@ def test_the_default_denoiser_beats_the_input_every_baseline_and_every_autoencod
     autoencoders = [m for m in SHIPPED if m.startswith("mnist-") and _card(m)["code_shape"] is not None]
     sessions = {m: _session(MODELS / m / "autoencoder.onnx") for m in [default, *autoencoders]}
     for i, s in enumerate(NOISE_LEVELS):
-        noisy = add_noise(clean, s, np.random.default_rng(TEST_NOISE_SEED))
+        noisy = protocol.noisy(clean, s, TEST_NOISE_SEED)
         scores = {
             m: mean_scores(clean, sess.run(None, {"image": noisy[:, None]})[0][:, 0], subset)
             for m, sess in sessions.items()

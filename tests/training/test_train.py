@@ -10,20 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from training import protocol
 from training.checkpoint import load_checkpoint, load_model
-from training.data import add_noise, load_mnist5k
-from training.metrics import psnr
+from training.config import TrainConfig, default_config
+from training.data import load_mnist5k
+from training.loop import corrupt, random_shift, train
 from training.models import build_model, preset
-from training.train import (
-    TrainConfig,
-    _parser,
-    config_from_args,
-    corrupt,
-    default_config,
-    main,
-    random_shift,
-    train,
-)
+from training.protocol import psnr
+from training.train import _parser, config_from_args, main
 
 # Small enough to run in seconds: a few dozen images, small batches.
 TINY = replace(default_config("denoise", "mnist5k", lesson=False), epochs=3, batch_size=16, train_limit=48)
@@ -115,7 +109,7 @@ def test_a_short_run_learns_to_denoise(tmp_path: Path) -> None:
     train(cfg, preset("dense"), None, tmp_path / "d.pt", progress=False, evaluate=False)
     model = load_model(load_checkpoint(tmp_path / "d.pt"))
     clean = load_mnist5k().test_x[:200]
-    noisy = add_noise(clean, 0.5, np.random.default_rng(1234))
+    noisy = protocol.noisy(clean, 0.5, 1234)
     with torch.no_grad():
         out = model(torch.from_numpy(noisy)[:, None]).numpy()[:, 0]
     before, after = float(psnr(clean, noisy).mean()), float(psnr(clean, out).mean())
@@ -252,3 +246,33 @@ def test_noise_options_that_cannot_work_are_refused() -> None:
     ):
         with pytest.raises(SystemExit, match=words):
             config_from_args(_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    ("arch", "lesson"),
+    [
+        *((arch, False) for arch in ("dense", "conv", "denoise", "unet", "s2d")),
+        *((a, True) for a in ("dense", "conv", "denoise")),
+    ],
+)
+def test_dry_run_of_every_arch_exports_a_model_the_service_loads(
+    tmp_path: Path, arch: str, lesson: bool
+) -> None:
+    from service.registry import load_model as serve_model
+
+    out = tmp_path / f"mnist-{arch}"
+    argv = [
+        "--dry-run",
+        "--arch",
+        arch,
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(tmp_path / "c.pt"),
+        "--no-progress",
+    ]
+    main([*argv, "--lesson"] if lesson else argv)
+    model = serve_model(out, "cpu")
+    # The lesson ships its autoencoder alone: a codeless denoiser, whatever its network's code.
+    assert model.has_code == (arch in ("dense", "conv", "denoise") and not lesson)
+    assert model.card["id"] == out.name

@@ -1,6 +1,6 @@
 """Evaluation under the noise a model was made for: each kind of its card, against the classical baselines.
 
-`training.evaluate` hands a model here when its card names a noise other than plain Gaussian, or
+`python -m training.evaluate` hands a model here when its card names a noise other than plain Gaussian, or
 data of the user's own (``folder:``, ``npz:``, ``npy:``). For every kind the model was trained for
 (training/noise.py; ``mixed``: all four) and every evaluation level of that kind:
 
@@ -23,21 +23,23 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from contract import card as cards
 from training import noise as noise_models
-from training.baselines import METHODS_BY_KEY, Method, Params, Runner, mean_scores, tune
-from training.data import DATASETS, TEST_NOISE_SEED, VAL_NOISE_SEED, Split, load_dataset
+from training import report
+from training.baselines import METHODS_BY_KEY, Method, Params, Runner, tune
+from training.data import DATASETS, load_dataset
+from training.protocol import TEST_LIMIT, TEST_NOISE_SEED, TUNE_IMAGES, VAL_NOISE_SEED, mean_scores
+from training.score import run_onnx
 from training.sources import is_source
+from training.splits import Split
 
 log = logging.getLogger(__name__)
 
-TUNE_IMAGES = 200
-DEFAULT_TEST_LIMIT = 2000
 EXAMPLES = 6
 
 
@@ -103,8 +105,6 @@ def score_kind(
     tune_images: int = TUNE_IMAGES,
 ) -> dict[str, Any]:
     """Rows (models, then baselines) for one kind at its evaluation levels, and example images."""
-    from training.evaluate import run_onnx  # evaluate imports this module
-
     spec = noise_models.SPECS[kind]
     subset = cached["subset_images"] if cached else len(test)
     rows: dict[str, dict[str, Any]] = {}
@@ -163,7 +163,7 @@ def _peers(model_dir: Path, card: dict[str, Any]) -> dict[str, Path]:
     for other in sorted(model_dir.parent.glob("*/card.json")):
         if other.parent == model_dir:
             continue
-        other_card = json.loads(other.read_text())
+        other_card = cards.read_card(other.parent, served=False)
         if other_card.get("dataset") == card["dataset"] and (other.parent / "autoencoder.onnx").is_file():
             graphs[other_card["id"]] = other.parent / "autoencoder.onnx"
     return graphs
@@ -182,10 +182,8 @@ def evaluate_noise_model(
     tune_images: int = TUNE_IMAGES,
 ) -> dict[str, Any]:
     """Score ``model_dir`` under each noise kind it was trained for; write its report and metrics."""
-    from training.evaluate import update_card_metrics
-
     split = load_split(card, data, data_dir)
-    limit = test_limit if test_limit is not None else DEFAULT_TEST_LIMIT
+    limit = test_limit if test_limit is not None else TEST_LIMIT
     test = split.test_x[:limit]
     graphs = _peers(model_dir, card) if compare else {card["id"]: model_dir / "autoencoder.onnx"}
     results = []
@@ -206,9 +204,11 @@ def evaluate_noise_model(
     command = shlex.join(["python", "-m", "training.evaluate", *args])
     out = model_dir / "report"
     out.mkdir(exist_ok=True)
-    write_markdown(out / "README.md", card, results, split, len(test), command)
-    plot_psnr(out / "psnr_vs_noise.png", card["id"], results)
-    plot_examples(out / "examples.png", card["id"], test[:EXAMPLES], results)
+    report.write_noise_markdown(
+        out / "README.md", card, results, split.info.get("test_source", "test split"), len(test), command
+    )
+    report.plot_noise_psnr(out / "psnr_vs_noise.png", card["id"], results)
+    report.plot_noise_examples(out / "examples.png", card["id"], test[:EXAMPLES], results)
     metrics: dict[str, Any] = {
         "by_noise": {
             r["kind"]: {
@@ -221,152 +221,13 @@ def evaluate_noise_model(
         },
         "test_images": len(test),
         "noise_seed": TEST_NOISE_SEED,
-        "protocol": "training/noise_report.py; report/README.md has the baselines",
+        "protocol": "training/noise_eval.py; report/README.md has the baselines",
         "command": command,
     }
     gaussian = metrics["by_noise"].get("gaussian")
     if gaussian:  # the same keys as a Gaussian-only model's card
         metrics.update(noise_levels=gaussian["levels"], psnr=gaussian["psnr"], ssim=gaussian["ssim"])
-    update_card_metrics(model_dir, metrics)
+    cards.update_card(model_dir, metrics=metrics)
     mean = {r["kind"]: float(np.mean(r["rows"][card["id"]]["psnr"])) for r in results}
     log.info("%s: mean PSNR per noise %s", card["id"], {k: round(v, 2) for k, v in mean.items()})
     return {"card": card, "results": results, "metrics": metrics}
-
-
-# ---------------------------------------------------------------------------------------------
-# The report.
-
-
-def _table(result: dict[str, Any], subset: bool = False) -> str:
-    name = result["level_name"]
-    levels = result["levels"]
-    lines = [
-        "| method | " + " | ".join(f"{name}={v:g}" for v in levels) + " |",
-        "|---|" + "---|" * len(levels),
-    ]
-    n = max(r["test_images"] for r in result["rows"].values())
-    for key, row in result["rows"].items():
-        p, q = (row["subset_psnr"], row["subset_ssim"]) if subset else (row["psnr"], row["ssim"])
-        label = f"**{row['label']}**" if key == next(iter(result["rows"])) else row["label"]
-        if not subset and row["test_images"] != n:
-            label += f" (first {row['test_images']} images)"
-        lines.append(
-            f"| {label} | " + " | ".join(f"{a:.2f} / {b:.3f}" for a, b in zip(p, q, strict=True)) + " |"
-        )
-    return "\n".join(lines)
-
-
-def _tuned(result: dict[str, Any]) -> str:
-    if not result["tuned"]:
-        return ""
-    name = result["level_name"]
-    head = "| method | " + " | ".join(f"{name}={v:g}" for v in result["levels"]) + " |"
-    lines = [head, "|---|" + "---|" * len(result["levels"])]
-    for key, params in result["tuned"].items():
-        cells = (
-            ", ".join(f"{k} {v:.3g}" for k, v in p.items()) if isinstance(p, dict) else f"{p:.3g}"
-            for p in params
-        )
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return (
-        "Tuned parameters (Gaussian blur: σ in pixels; median: window size; NL-means: h, patch size "
-        "and distance), each on the validation split:\n\n" + "\n".join(lines) + "\n"
-    )
-
-
-def write_markdown(
-    path: Path, card: dict[str, Any], results: Sequence[dict[str, Any]], split: Split, n: int, command: str
-) -> None:
-    noise = (card.get("noise") or {}).get("description", "gaussian")
-    parts = [
-        f"# {card['id']}: evaluation under the noise it was made for",
-        "",
-        card.get("description", ""),
-        "",
-        f"Trained for: {noise}. Data: `{card['dataset']}`; the first **{n}** test images "
-        f"({split.info.get('test_source', 'test split')}) are scored.",
-        "",
-        "For each kind and level the test images get the noise from a fresh "
-        "`numpy.random.default_rng(1234)` drawn over the whole array (training/noise.py defines each "
-        "kind). PSNR (data range 1) and SSIM (skimage, 7×7 window) are per image, then averaged; every "
-        "network runs as exported (`autoencoder.onnx`, onnxruntime CPU). Classical methods are tuned "
-        "per level by mean PSNR on the first validation images (noise from a fresh `default_rng(999)`); "
-        "the test set is never used for tuning.",
-        "",
-    ]
-    for result in results:
-        parts += [f"## {result['kind']} ({result['level_name']})", ""]
-        if result["baselines_from"] == "cache":
-            parts += [
-                f"Classical rows from `docs/evaluation/baselines-{card['dataset']}.json` (same protocol, "
-                f"same images; BM3D on the first {result['subset_images']}).",
-                "",
-                _table(result),
-                "",
-                f"Paired, every method on the first {result['subset_images']} test images:",
-                "",
-                _table(result, subset=True),
-                "",
-            ]
-        else:
-            parts += [_table(result), "", _tuned(result)]
-    parts += [
-        "## Plots",
-        "",
-        "![PSNR against the noise level, per kind](psnr_vs_noise.png)",
-        "",
-        "![clean, noisy and denoised test images](examples.png)",
-        "",
-        "## Reproduce",
-        "",
-        f"    {command}",
-        "",
-    ]
-    path.write_text("\n".join(parts).rstrip() + "\n")
-
-
-def plot_psnr(path: Path, model_id: str, results: Sequence[dict[str, Any]]) -> None:
-    from training.report import _pyplot
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4), squeeze=False)
-    for ax, result in zip(axes[0], results, strict=True):
-        x = np.arange(len(result["levels"]))
-        for key, row in result["rows"].items():
-            style: dict[str, Any] = {"lw": 2.6, "color": "black"} if key == model_id else {"lw": 1.2}
-            if row["kind"] == "classical":
-                style["ls"] = "--"
-            ax.plot(x, row["psnr"], marker="o", ms=3, label=row["label"], **style)
-        ax.set_xticks(x, [f"{v:g}" for v in result["levels"]])
-        ax.set(xlabel=f"{result['level_name']} (noisier →)", ylabel="PSNR (dB)", title=result["kind"])
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05 * ((len(labels) + 3) // 4), 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_examples(path: Path, model_id: str, clean: np.ndarray, results: Sequence[dict[str, Any]]) -> None:
-    """Rows: clean, then noisy and this model's output at a middle level of each kind."""
-    from training.report import _pyplot
-
-    plt = _pyplot()
-    panels: list[tuple[str, np.ndarray]] = [("clean", clean)]
-    for result in results:
-        level = result["levels"][len(result["levels"]) // 2]
-        shown = result["examples"][level]
-        tag = f"{result['kind']} {result['level_name']}={level:g}"
-        panels += [(f"noisy\n{tag}", shown["noisy"]), (f"denoised\n{tag}", shown[model_id])]
-    n = len(clean)
-    fig, axes = plt.subplots(len(panels), n, figsize=(1.1 * n + 1.8, 1.1 * len(panels)), squeeze=False)
-    for r, (name, images) in enumerate(panels):
-        for c in range(n):
-            axes[r][c].imshow(np.clip(images[c], 0, 1), cmap="gray", vmin=0, vmax=1)
-            axes[r][c].set_xticks([])
-            axes[r][c].set_yticks([])
-        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{model_id}: first {n} test images", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

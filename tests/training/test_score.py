@@ -1,17 +1,17 @@
-"""training.validate scores models on the validation split, never on test."""
+"""training.score, and `evaluate validate`: models compared on the validation split, never on test."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from training.data import NOISE_LEVELS, TEST_NOISE_SEED, VAL_NOISE_SEED, add_noise, load_mnist5k
-from training.evaluate import run_onnx
-from training.metrics import psnr
-from training.validate import main, validation_scores
+from training import protocol
+from training.data import load_mnist5k
+from training.evaluate import main
+from training.protocol import NOISE_LEVELS, TEST_NOISE_SEED, VAL_NOISE_SEED, psnr
+from training.score import run_onnx, validation_scores
 
 GRAPH = ROOT / "models" / "mnist-s2d" / "autoencoder.onnx"
 
@@ -20,19 +20,15 @@ def test_scores_the_validation_images_with_the_validation_noise() -> None:
     split = load_mnist5k()
     val = split.val_x[:40]
     (score,) = validation_scores(GRAPH, val, levels=(0.3,))["psnr"]
-    expected = psnr(
-        val, run_onnx(GRAPH, add_noise(val, 0.3, np.random.default_rng(VAL_NOISE_SEED))[:, None])[:, 0]
-    )
+    expected = psnr(val, run_onnx(GRAPH, protocol.noisy(val, 0.3, VAL_NOISE_SEED)[:, None])[:, 0])
     assert score == pytest.approx(float(expected.mean()))
     test = split.test_x[:40]
-    on_test = psnr(
-        test, run_onnx(GRAPH, add_noise(test, 0.3, np.random.default_rng(TEST_NOISE_SEED))[:, None])[:, 0]
-    )
+    on_test = psnr(test, run_onnx(GRAPH, protocol.noisy(test, 0.3, TEST_NOISE_SEED)[:, None])[:, 0])
     assert score != pytest.approx(float(on_test.mean()))
 
 
 def test_cli_prints_one_row_per_model(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--limit", "20", str(GRAPH.parent)])
+    main(["validate", "--limit", "20", str(GRAPH.parent)])
     out = capsys.readouterr().out
     assert "validation split of mnist5k: 20 images" in out
     row = next(line for line in out.splitlines() if line.startswith(f"| {GRAPH.parent} |"))
@@ -41,4 +37,4 @@ def test_cli_prints_one_row_per_model(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_cli_names_a_missing_graph(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no such graph"):
-        main([str(tmp_path / "nothing")])
+        main(["validate", str(tmp_path / "nothing")])
