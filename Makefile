@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[train,dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[train,dev,ray]'
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

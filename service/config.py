@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # On SIGTERM, requests in flight get this long to finish (deploy/k8s adds the preStop pause).
     shutdown_timeout_s: int = Field(default=30, ge=0, le=3600)
 
+    # Every response carries X-Served-By: <this> when set: which replica (and node) answered, for a
+    # deployment of several (deploy/ray sets it per replica).
+    served_by: str | None = None
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)

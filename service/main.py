@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             allow_headers=["*"],
             expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model"],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics, served_by=settings.served_by)
 
     # The hot routes first: a request is matched against the routes in order. They check the API key
     # themselves (service.deps.work_state), and cannot take router dependencies (RequestOnlyRoute).

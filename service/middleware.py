@@ -24,6 +24,7 @@ access_log = logging.getLogger("service.access")
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+SERVED_BY_HEADER = "X-Served-By"
 # Accept a caller's id only if it is short and harmless in a log line or a header.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNMATCHED_ROUTE = "<unmatched>"
@@ -54,13 +55,16 @@ def _route_template(scope: Scope) -> str:
 class RequestContextMiddleware:
     """Gives each request an id (echoed as X-Request-ID), logs one line and records metrics for it.
 
+    With ``served_by`` every response also says which replica answered it (X-Served-By).
+
     A client that disconnects before its response is complete is recorded as 499 (nginx's "client
     closed request"): one info line, no traceback, never a 5xx in the metrics.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, served_by: str | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.served_by = served_by
         self._ids = _RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,7 +90,10 @@ class RequestContextMiddleware:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                if self.served_by is not None:
+                    headers[SERVED_BY_HEADER] = self.served_by
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 responded = True
             await send(message)

@@ -115,3 +115,13 @@ def test_cors_allows_the_configured_origin_only(limited: TestClient) -> None:
 def test_no_cors_headers_without_configured_origins(client: TestClient) -> None:
     r = client.get("/healthz", headers={"origin": "https://demo.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_served_by_header_names_the_replica_on_every_response(app_factory: Callable[..., Any]) -> None:
+    with TestClient(app_factory(served_by="replica-7@node-a")) as c:
+        for response in (c.get("/healthz"), c.get("/nope"), c.post("/denoise", content=b"x", headers=PNG)):
+            assert response.headers["x-served-by"] == "replica-7@node-a", response.status_code
+
+
+def test_served_by_header_is_absent_unless_set(limited: TestClient) -> None:
+    assert "x-served-by" not in limited.get("/healthz").headers
