@@ -12,7 +12,7 @@ ENGINE := bash ../shared/tools/container-engine
 export ORT_DISABLE_TELEMETRY ?= 1
 
 .PHONY: help install install-dev system-deps serve test test-containers lint typecheck bench \
-        image compose-up compose-down engine clean
+        image compose-up compose-down engine ray-up ray-down clean
 
 help:
 	@echo "make serve            install the service and serve the shipped models on $(HOST):$(PORT)"
@@ -23,6 +23,8 @@ help:
 	@echo "make compose-up       build and start the compose stack on 127.0.0.1:8000, wait until healthy"
 	@echo "make compose-down     stop it"
 	@echo "make test-containers  start this machine's container engine and run the container tests"
+	@echo "make ray-up           start a 3-node Ray cluster on loopback and deploy deploy/ray/serve.yaml"
+	@echo "make ray-down         stop it"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +70,14 @@ test-containers: install-dev
 engine:
 	$(ENGINE) up >/dev/null
 	@echo 'run: eval "$$($(ENGINE) env)"'
+
+# A local Ray cluster (head with 0 CPUs + 2 worker nodes, all on 127.0.0.0/8) with the service on
+# Ray Serve at http://127.0.0.1:8000 (docs/scale-out.md).
+ray-up: install-dev
+	$(BIN)/python deploy/ray/local_cluster.py up
+
+ray-down:
+	$(BIN)/python deploy/ray/local_cluster.py down
 
 image:
 	docker build -t ae-denoise:latest .

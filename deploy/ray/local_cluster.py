@@ -21,6 +21,7 @@ which stops every Ray process of the machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -71,6 +72,10 @@ class LocalCluster:
     dashboard_port: int = 8265
     ray_bin: Path = Path(sys.executable).parent / "ray"
     nodes: dict[int, Node] = field(default_factory=dict)
+    # The `ray start` processes this object started, to reap them once they end.
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    # Every session this object started (nodes killed and restarted included), for the clean-up.
+    _sessions: set[int] = field(default_factory=set, repr=False)
 
     # --- addresses -------------------------------------------------------------------------------
 
@@ -164,6 +169,8 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._procs.append(proc)
+        self._sessions.add(proc.pid)
         node = Node(index, node_ip(index), proc.pid, str(log))
         self.nodes[index] = node
         self._save()
@@ -187,7 +194,9 @@ class LocalCluster:
             if self._wait_node(node, timeout):
                 return time.monotonic() - started
             self.kill_node(index)
-        raise RuntimeError(f"node {index} ({node_ip(index)}) did not start; see {self.temp_dir}/node-{index}.log")
+        raise RuntimeError(
+            f"node {index} ({node_ip(index)}) did not start; see {self.temp_dir}/node-{index}.log"
+        )
 
     def kill_node(self, index: int, sig: int = signal.SIGKILL) -> None:
         """Signal every process of node ``index`` (its session), at once; SIGKILL: a node lost."""
@@ -195,11 +204,18 @@ class LocalCluster:
         if node is None:
             return
         for pid in session_pids(node.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        self._reap({node.pid})
         self._save()
+
+    def _reap(self, ended: set[int]) -> None:
+        """Collect the exit status of the ``ray start`` processes in ``ended`` (no zombies left)."""
+        for proc in self._procs:
+            if proc.pid in ended:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+        self._procs = [proc for proc in self._procs if proc.poll() is None]
 
     def start(self) -> float:
         """The head, then each worker in turn (a raylet starting beside another may time out)."""
@@ -218,28 +234,29 @@ class LocalCluster:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM every node's processes, SIGKILL what is left after ``grace_s``; workers first."""
-        sessions = {node.pid for node in self.nodes.values()}
+        sessions = {node.pid for node in self.nodes.values()} | self._sessions
         for index in sorted(self.nodes, reverse=True):
             for pid in session_pids(self.nodes[index].pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(session_pids(s) for s in sessions):
             time.sleep(0.2)
         for session in sessions:
             for pid in session_pids(session):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        self._reap(sessions)
         self.nodes.clear()
         (self.temp_dir / "cluster.json").unlink(missing_ok=True)
 
+    def leftovers(self) -> set[int]:
+        """Live processes of any session this object started: none once :meth:`stop` returned."""
+        return {pid for session in self._sessions for pid in session_pids(session)}
+
     def pids(self) -> set[int]:
         """Every live process of the cluster."""
-        return {pid for node in self.nodes.values() for pid in session_pids(node.pid)}
+        return {pid for node in list(self.nodes.values()) for pid in session_pids(node.pid)}
 
     # --- Serve -----------------------------------------------------------------------------------
 
@@ -334,7 +351,9 @@ def session_pids(session: int) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--temp-dir", type=Path, default=DEFAULT_TEMP_DIR)
     parser.add_argument("--workers", type=int, default=2)
@@ -363,7 +382,10 @@ def main() -> None:
         dashboard_port=args.dashboard_port,
     )
     up_s = cluster.start()
-    print(f"cluster up in {up_s:.1f} s: head {head_ip()}, workers {[node_ip(i) for i in range(1, args.workers + 1)]}")
+    print(
+        f"cluster up in {up_s:.1f} s: head {head_ip()}, "
+        f"workers {', '.join(node_ip(i) for i in range(1, args.workers + 1))}"
+    )
     try:
         deploy_s = cluster.deploy(args.config)
     except BaseException:

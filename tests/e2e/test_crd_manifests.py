@@ -126,7 +126,10 @@ def test_serving_runtime_probes_the_v2_health_routes_on_the_served_port() -> Non
     (port,) = container["ports"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert port["containerPort"] == int(env["AE_PORT"])
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port["containerPort"]}
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/v2/health/ready",
+        "port": port["containerPort"],
+    }
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port["containerPort"]}
     assert container["resources"]["requests"] == container["resources"]["limits"]
 
