@@ -176,10 +176,12 @@ class LocalCluster:
         self._save()
         return node
 
-    def _wait_node(self, node: Node, timeout: float) -> bool:
+    def _wait_node(self, node: Node, stale: set[str], timeout: float) -> bool:
+        """Until the GCS has a node ALIVE at ``node.ip`` other than the ``stale`` ids (a node killed
+        a moment ago stays ALIVE there until its health checks fail)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if node.ip in self.alive_nodes().values():
+            if any(ip == node.ip and nid not in stale for nid, ip in self.alive_nodes().items()):
                 return True
             if not _alive(node.pid):
                 return False
@@ -190,8 +192,9 @@ class LocalCluster:
         """Start node ``index`` (0: the head) and wait until the GCS has it ALIVE; its seconds."""
         started = time.monotonic()
         for _ in range(NODE_START_TRIES):
+            stale = {nid for nid, ip in self.alive_nodes().items() if ip == node_ip(index)}
             node = self._spawn(index)
-            if self._wait_node(node, timeout):
+            if self._wait_node(node, stale, timeout):
                 return time.monotonic() - started
             self.kill_node(index)
         raise RuntimeError(

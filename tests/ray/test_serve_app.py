@@ -266,25 +266,36 @@ def test_a_rolling_update_under_load_answers_every_request(ray_cluster: Deployed
 def test_a_worker_node_killed_under_load_loses_no_request_and_the_deployment_recovers(
     ray_cluster: Deployed, upload: bytes
 ) -> None:
-    _back_to_full_strength(ray_cluster)
+    before = _back_to_full_strength(ray_cluster)
     cluster = ray_cluster.cluster
+    (dead_node,) = [nid for nid, ip in cluster.alive_nodes().items() if ip == "127.0.0.3"]
+    lost_replicas = frozenset(str(r["replica_id"]) for r in before if r["node_id"] == dead_node)
+    assert lost_replicas
     load = Load(ray_cluster.url, upload)
     with load.running():
         load.wait_answers(40)
         cluster.kill_node(1)  # every process of worker node 127.0.0.3, SIGKILL at once
         killed_at = time.monotonic()
-        load.wait_answers(80)
+        # Until the GCS has declared the node dead and Serve has let go of its replica.
+        wait_for(lambda: dead_node not in cluster.alive_nodes(), 120, "the GCS marks the node dead")
+        noticed_s = time.monotonic() - killed_at
+        wait_for(
+            lambda: not {str(r["replica_id"]) for r in _running(ray_cluster)} & lost_replicas,
+            120,
+            "Serve drops the lost replica",
+        )
+        load.wait_answers(40)
         served_while_down = load.requests
         restart_s = cluster.start_node(1)
-        _back_to_full_strength(ray_cluster)
+        _back_to_full_strength(ray_cluster, gone=lost_replicas)
         recovered_s = time.monotonic() - killed_at
         load.wait_answers(40)
     assert not load.lost, load.summary()
     assert set(load.statuses) == {200}, load.summary()
     assert served_while_down > 80
     ray_cluster.figures["worker node killed (SIGKILL of its processes)"] = (
-        f"{load.summary()}; node restarted in {restart_s:.1f} s, "
-        f"{REPLICAS} replicas on {REPLICAS} nodes again {recovered_s:.1f} s after the kill"
+        f"{load.summary()}; node declared dead {noticed_s:.1f} s after the kill, restarted in "
+        f"{restart_s:.1f} s, {REPLICAS} replicas on {REPLICAS} nodes again {recovered_s:.1f} s after the kill"
     )
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 import inspect
 import re
 import tomllib
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from tests.conftest import ROOT
 from tests.ray.conftest import require_ray
 
-pytestmark = pytest.mark.ray
+# Ray's own config models still use pydantic v1-style Field arguments (a DeprecationWarning).
+pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 SERVE_YAML = ROOT / "deploy" / "ray" / "serve.yaml"
 RAYSERVICE = ROOT / "deploy" / "k8s" / "kuberay" / "rayservice.yaml"
@@ -66,7 +70,24 @@ def test_each_replica_builds_its_own_app_from_the_service_factory() -> None:
     assert inspect.isfunction(ae_denoise_ray.build_app)
     assert not [name for name, value in vars(ae_denoise_ray).items() if isinstance(value, FastAPI)]
     assert "create_app(" in inspect.getsource(ae_denoise_ray.build_app)
-    assert callable(ae_denoise_ray.AeDenoise.check_health)
+
+
+def test_replica_health_is_the_apps_readiness(models_dir: Path) -> None:
+    require_ray()
+    import ae_denoise_ray
+
+    from service.main import create_app
+    from tests.service.conftest import make_settings
+
+    check_health = ae_denoise_ray.AeDenoise.func_or_class.check_health
+    app = create_app(make_settings(models_dir))
+    replica = SimpleNamespace(app=app)
+    with pytest.raises(RuntimeError, match="not ready"):
+        check_health(replica)  # models not loaded yet
+    with TestClient(app):  # runs the lifespan: models loaded and warmed up
+        check_health(replica)
+    with pytest.raises(RuntimeError, match="not ready"):
+        check_health(replica)  # stopped
 
 
 def test_ray_is_an_optional_extra_pinned_to_a_minor_version() -> None:
