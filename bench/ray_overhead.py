@@ -29,6 +29,7 @@ from bench._common import (
     free_port,
     machine_state,
     median_result,
+    process_cpu_seconds,
     serve,
     write_json,
     wrk,
@@ -43,6 +44,16 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += process_cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
 
 
 def main() -> None:
@@ -81,23 +92,35 @@ def main() -> None:
                 flush=True,
             )
             ray_url = f"http://127.0.0.1:{http_port}/denoise"
+            replica_pids = {int(r["pid"]) for r in replicas}
             runs: dict[tuple[str, int], list[WrkResult]] = {}
+            replica_cpu_ms: list[float] = []
             with serve("direct", SERVICE_ARGV) as direct:
                 direct_mib = direct.rss_mib()
                 print(f"ae-serve memory (RSS): {direct_mib:.0f} MiB; ready in {direct.ready_seconds:.2f} s")
                 urls = {"ae-serve direct": f"{direct.url}/denoise", "Ray Serve proxy": ray_url}
+                # CPU time per request: the server process, or every process of the cluster (and of
+                # that, the replicas'), measured over each run.
+                measured = {"ae-serve direct": {direct.proc.pid}, "Ray Serve proxy": cluster.pids()}
                 # Warm both (first batches of each size pay onnxruntime's arena growth).
                 for url in urls.values():
                     wrk(url, image, 32, 3)
                 for round_ in range(args.rounds):
                     for c in args.concurrency:
                         for label, url in urls.items():
+                            pids = measured[label]
+                            before, before_replicas = cpu_seconds(pids), cpu_seconds(replica_pids)
                             r = wrk(url, image, c, args.seconds)
+                            r.server_cpu_ms = (cpu_seconds(pids) - before) * 1000 / max(1, r.requests)
+                            if label == "Ray Serve proxy":
+                                replica_ms = (cpu_seconds(replica_pids) - before_replicas) * 1000
+                                replica_cpu_ms.append(replica_ms / max(1, r.requests))
                             runs.setdefault((label, c), []).append(r)
                             print(
                                 f"round {round_ + 1} c={c} {label}: {r.rps:,.0f} req/s, "
                                 f"p50 {r.p50_ms:.1f} ms, "
-                                f"p99 {r.p99_ms:.1f} ms (non-2xx {r.non_2xx}, errors {r.errors})",
+                                f"p99 {r.p99_ms:.1f} ms, CPU {r.server_cpu_ms:.2f} ms/request "
+                                f"(non-2xx {r.non_2xx}, errors {r.errors})",
                                 flush=True,
                             )
         finally:
@@ -105,8 +128,8 @@ def main() -> None:
 
     print(f"machine after: {machine_state()}")
     print("\nmedian round:")
-    print("| concurrency | path | req/s | p50 ms | p99 ms | non-2xx | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| concurrency | path | req/s | p50 ms | p99 ms | CPU ms/request | non-2xx | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
     for (label, c), results in runs.items():
         m = median_result(results)
@@ -127,6 +150,7 @@ def main() -> None:
             "replica_rss_mib": replica_mib,
             "cluster_rss_mib": cluster_mib,
             "direct_rss_mib": direct_mib,
+            "replica_cpu_ms_per_request": replica_cpu_ms,
             "runs": rows,
         },
     )
