@@ -96,6 +96,9 @@ class LocalCluster:
         env.update(
             PYTHONPATH=os.pathsep.join(path),
             RAY_USAGE_STATS_ENABLED="0",
+            # A raylet waits this long for its agents to register (on a busy 2-core host, Python
+            # agents can take more than the default).
+            RAY_agent_register_timeout_ms="120000",
             ORT_DISABLE_TELEMETRY="1",
         )
         return env

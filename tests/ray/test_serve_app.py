@@ -94,6 +94,7 @@ class Load:
     statuses: Counter[int] = field(default_factory=Counter)
     served_by: Counter[str] = field(default_factory=Counter)
     models: Counter[str] = field(default_factory=Counter)
+    pause_s: float = 0.0  # each client's pause between requests: 0 is as fast as answers come
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -130,6 +131,8 @@ class Load:
                 self._one(client)
                 with self._lock:
                     self.requests += 1
+                if self.pause_s:
+                    time.sleep(self.pause_s)
 
     @contextmanager
     def running(self) -> Iterator[Load]:
@@ -286,9 +289,13 @@ def test_a_worker_node_killed_under_load_loses_no_request_and_the_deployment_rec
         )
         load.wait_answers(40)
         served_while_down = load.requests
+        # A node that joins needs CPU to start (its raylet aborts when its agents are not up within
+        # 15 s): on 2 cores the clients ease off to ~40 req/s meanwhile, and keep asking.
+        load.pause_s = CONCURRENCY / 40
         restart_s = cluster.start_node(1)
         _back_to_full_strength(ray_cluster, gone=lost_replicas)
         recovered_s = time.monotonic() - killed_at
+        load.pause_s = 0.0
         load.wait_answers(40)
     assert not load.lost, load.summary()
     assert set(load.statuses) == {200}, load.summary()
