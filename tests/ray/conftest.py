@@ -152,7 +152,7 @@ def test_config(port: int) -> dict[str, Any]:
 def ray_cluster(request: pytest.FixtureRequest) -> Iterator[Deployed]:
     require_ray()
     temp_dir = Path(tempfile.mkdtemp(prefix="aeray-", dir="/tmp"))
-    cluster = LocalCluster(temp_dir=temp_dir, base_port=_free_block(300), dashboard_port=free_port())
+    cluster = LocalCluster(temp_dir=temp_dir, base_port=_free_block(400), dashboard_port=free_port())
     http_port = free_port()
     config = test_config(http_port)
     config_path = temp_dir / "serve.yaml"

@@ -39,6 +39,7 @@ TRIES = 3
 BACKOFF_S = (0.5, 1.0)
 CONCURRENCY = 8
 REPLICAS = 2
+REPLACEMENT = 3  # the worker that replaces the node killed: 127.0.0.5
 
 
 @pytest.fixture(scope="module")
@@ -290,9 +291,11 @@ def test_a_worker_node_killed_under_load_loses_no_request_and_the_deployment_rec
         load.wait_answers(40)
         served_while_down = load.requests
         # A node that joins needs CPU to start (its raylet aborts when its agents are not up within
-        # 15 s): on 2 cores the clients ease off to ~40 req/s meanwhile, and keep asking.
+        # 15 s): on 2 cores the clients ease off to ~40 req/s meanwhile, and keep asking. The node
+        # comes back at a new address (127.0.0.5): Ray 2.60 restarted at the dead node's address
+        # deadlocked every time here (docs/scale-out.md).
         load.pause_s = CONCURRENCY / 40
-        restart_s = cluster.start_node(1)
+        restart_s = cluster.start_node(REPLACEMENT)
         _back_to_full_strength(ray_cluster, gone=lost_replicas)
         recovered_s = time.monotonic() - killed_at
         load.pause_s = 0.0
