@@ -38,9 +38,10 @@ ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = Path(__file__).resolve().parent
 SERVE_YAML = APP_DIR / "serve.yaml"
 DEFAULT_TEMP_DIR = Path("/tmp/ae-denoise-ray")
-# A raylet must register with the GCS within 30 s (fixed in ray/_private/node.py); on a loaded
-# 2-core machine that can fail, and the node is then started again.
-NODE_START_TRIES = 3
+# A raylet must register with the GCS within 30 s (fixed in ray/_private/node.py), and its
+# dashboard agent must report its ports within 15 s (fixed in the raylet); on a loaded 2-core
+# machine either can fail, and the node is then started again.
+NODE_START_TRIES = 5
 PORTS_PER_NODE = 100
 
 
