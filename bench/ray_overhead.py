@@ -135,8 +135,10 @@ def main() -> None:
         m = median_result(results)
         rows.append({"path": label, **m.row()})
         print(
-            f"| {c} | {label} | {m.rps:,.0f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | {m.non_2xx} | {m.errors} |"
+            f"| {c} | {label} | {m.rps:,.0f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | "
+            f"{m.server_cpu_ms or 0:.2f} | {m.non_2xx} | {m.errors} |"
         )
+    print(f"Ray: the replicas' CPU ms per request, each round: {[round(x, 2) for x in replica_cpu_ms]}")
     for c in args.concurrency:
         ray_rps = median_result(runs[("Ray Serve proxy", c)]).rps
         direct_rps = median_result(runs[("ae-serve direct", c)]).rps
