@@ -253,6 +253,10 @@ class LocalCluster:
             for pid in session_pids(session):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        # A killed process lingers until the kernel has torn it down: wait for that.
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and any(session_pids(s) for s in sessions):
+            time.sleep(0.1)
         self._reap(sessions)
         self.nodes.clear()
         (self.temp_dir / "cluster.json").unlink(missing_ok=True)
