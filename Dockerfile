@@ -8,6 +8,9 @@ FROM python:3.11-slim AS deps
 # onnxruntime (CPU) by default; `onnxruntime-gpu` (optionally with its `[cuda,cudnn]` extra) for the
 # gpu profile. Both wheels provide the same `onnxruntime` module.
 ARG ONNXRUNTIME_PACKAGE=onnxruntime
+# Optional extras of pyproject.toml: `--build-arg EXTRAS=[ray]` builds the image that KubeRay runs
+# (deploy/k8s/kuberay, docs/scale-out.md); the default image has no Ray.
+ARG EXTRAS=""
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -29,9 +32,15 @@ WORKDIR /src
 # well under 400 MB: the packages' own test suites (numpy's alone is 17 MB), debug symbols (uvloop: 11 MB), and
 # the venv's pip and setuptools are never used at run time. The `*.libs` folders hold libraries that
 # auditwheel patched, which strip could corrupt, so they are left alone.
+# EXTRAS (e.g. [ray]) are resolved from pyproject.toml on top of the lock: the default image has none.
 COPY requirements/service.txt ./requirements/
+COPY pyproject.toml ./
 # hadolint ignore=DL3013
 RUN /opt/venv/bin/pip install --require-hashes -r requirements/service.txt \
+    && if [ -n "$EXTRAS" ]; then \
+           mkdir service contract && touch service/__init__.py contract/__init__.py README.md \
+           && /opt/venv/bin/pip install ".${EXTRAS}" && /opt/venv/bin/pip uninstall -y ae-denoise; \
+       fi \
     && if [ "$ONNXRUNTIME_PACKAGE" != "onnxruntime" ]; then \
            /opt/venv/bin/pip uninstall -y onnxruntime && /opt/venv/bin/pip install "$ONNXRUNTIME_PACKAGE"; \
        fi \
@@ -76,6 +85,8 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=deps /opt/ld.so.conf.d/ae-nvidia.conf /etc/ld.so.conf.d/ae-nvidia.conf
 RUN ldconfig
 COPY models /app/models
+# The Ray Serve application (deploy/ray): a few lines, importable only where Ray is installed.
+COPY deploy/ray/ae_denoise_ray.py /app/ray/ae_denoise_ray.py
 # Last, as it changes most often: the service package, its metadata and the `ae-serve` script.
 COPY --from=app /staging/opt/venv /opt/venv
 
@@ -88,7 +99,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     ORT_DISABLE_TELEMETRY=1 \
     AE_HOST=0.0.0.0 \
     AE_PORT=8000 \
-    AE_MODELS_DIR=/app/models
+    AE_MODELS_DIR=/app/models \
+    PYTHONPATH=/app/ray
 
 WORKDIR /app
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.

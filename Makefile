@@ -13,7 +13,7 @@ ENGINE := bash scripts/engine.sh
 export ORT_DISABLE_TELEMETRY ?= 1
 
 .PHONY: help install install-dev system-deps serve test test-containers lint typecheck bench \
-        image compose-up compose-down engine lock clean
+        image compose-up compose-down engine ray-up ray-down lock clean
 
 help:
 	@echo "make serve            install the service and serve the shipped models on $(HOST):$(PORT)"
@@ -24,6 +24,8 @@ help:
 	@echo "make compose-up       build and start the compose stack on 127.0.0.1:8000, wait until healthy"
 	@echo "make compose-down     stop it"
 	@echo "make test-containers  start this machine's container engine and run the container tests"
+	@echo "make ray-up           start a 3-node Ray cluster on loopback and deploy deploy/ray/serve.yaml"
+	@echo "make ray-down         stop it"
 	@echo "make lock             re-resolve requirements/*.txt (pinned versions with hashes) from pyproject.toml"
 
 $(BIN)/python:
@@ -39,6 +41,7 @@ $(VENV)/.installed: pyproject.toml requirements/service.txt | $(BIN)/python
 	$(PIP) install --no-deps -e .
 	@touch $@
 
+# requirements/dev.txt locks the train, dev and ray extras (the Ray cluster tests run in make test).
 $(VENV)/.installed-dev: pyproject.toml requirements/dev.txt | $(BIN)/python
 	$(PIP) install --require-hashes -r requirements/dev.txt
 	$(PIP) install --no-deps 'torch==2.13.0'
@@ -77,6 +80,14 @@ engine:
 	$(ENGINE) up >/dev/null
 	@echo 'run: eval "$$($(ENGINE) env)"'
 
+# A local Ray cluster (head with 0 CPUs + 2 worker nodes, all on 127.0.0.0/8) with the service on
+# Ray Serve at http://127.0.0.1:8000 (docs/scale-out.md).
+ray-up: install-dev
+	$(BIN)/python deploy/ray/local_cluster.py up
+
+ray-down:
+	$(BIN)/python deploy/ray/local_cluster.py down
+
 image:
 	docker build -t ae-denoise:latest .
 
@@ -110,7 +121,7 @@ LOCK := $(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --gen
 lock: | $(BIN)/python
 	$(PIP) install 'uv>=0.9,<1'
 	$(LOCK) --universal -o requirements/service.txt
-	$(LOCK) --extra train --extra dev --python-platform x86_64-manylinux_2_28 \
+	$(LOCK) --extra train --extra dev --extra ray --python-platform x86_64-manylinux_2_28 \
 	    $(TORCH_SOURCE) --no-emit-package torch -o requirements/dev.txt
 
 clean:
