@@ -40,6 +40,7 @@ from training.evaluate import run_onnx
 from training.metrics import psnr
 
 EXTRA_SEEDS = (1, 2, 3, 4)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def resolve_graph(spec: str, workdir: Path) -> Path:
@@ -55,7 +56,9 @@ def resolve_graph(spec: str, workdir: Path) -> Path:
     out = workdir / f"{rev}-{inner.replace('/', '-')}.onnx"
     try:
         data = subprocess.run(
-            ["git", "show", f"{rev}:{inner.rstrip('/')}/autoencoder.onnx"], check=True, capture_output=True
+            ["git", "-C", str(REPO), "show", f"{rev}:{inner.rstrip('/')}/autoencoder.onnx"],
+            check=True,
+            capture_output=True,
         ).stdout
     except subprocess.CalledProcessError as exc:
         raise SystemExit(f"error: {spec}: {exc.stderr.decode().strip()}") from None
