@@ -33,6 +33,8 @@ SHIPPED = (
     "fashion-unet",
     "fashion-s2d",
     "fashion-s2d-mixed",
+    "mnist-s2d-int8",
+    "fashion-s2d-int8",
 )
 LEVELS = (0.05, 0.3, 0.5)
 FASHION_TEST_IMAGES = 1000  # the baselines' BM3D subset of Fashion (docs/evaluation/README.md)
@@ -49,6 +51,9 @@ PSNR_FLOORS: dict[str, tuple[float, float, float]] = {
     "fashion-unet": (31.0, 21.6, 19.0),  # measured 31.35, 21.91, 19.38 (first 1,000 test images)
     "fashion-s2d": (30.9, 21.0, 18.3),  # measured 31.21, 21.38, 18.66 (first 1,000 test images)
     "fashion-s2d-mixed": (29.4, 20.7, 17.9),  # measured 29.78, 20.99, 18.26 (first 1,000 test images)
+    # int8 (training/quantize.py): within 0.01 dB of their float models on test, same floors
+    "mnist-s2d-int8": (34.8, 23.5, 19.8),  # measured 35.10, 23.83, 20.13
+    "fashion-s2d-int8": (30.9, 21.0, 18.3),  # measured 31.21, 21.37, 18.66 (first 1,000 test images)
 }
 # Models made for other noises: (kind, level, floor) under that noise (training/noise.py, seed 1234).
 OTHER_NOISE_FLOORS: dict[str, list[tuple[str, float, float]]] = {
