@@ -278,6 +278,9 @@ def quantize_model(
         }
         card.pop("metrics", None)  # the float model's test figures; training.evaluate writes these
         card.pop("parity_max_abs_diff", None)  # torch-vs-onnx parity does not apply to int8
+        # The float model's out-of-distribution calibration belongs to its own graph (and its
+        # ood.npz): the int8 graph gets its own from `python -m training.calibrate`.
+        card.pop("ood", None)
         (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         for path in (graph, stage / "card.json"):
             os.chmod(path, 0o644)
