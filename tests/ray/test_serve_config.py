@@ -103,4 +103,4 @@ def test_ray_is_an_optional_extra_pinned_to_a_minor_version() -> None:
     # make install-dev (and so make test) installs it: requirements/dev.txt locks the ray extra.
     makefile = (ROOT / "Makefile").read_text()
     assert "--extra ray" in makefile and "-r requirements/dev.txt" in makefile
-    assert re.search(r"^ray==2\.%d\." % low, (ROOT / "requirements" / "dev.txt").read_text(), re.M)
+    assert re.search(rf"^ray==2\.{low}\.", (ROOT / "requirements" / "dev.txt").read_text(), re.M)
