@@ -209,19 +209,16 @@ class Core:
                 check_api_key(self.state, headers)
                 body, reserved = await self._read_body(receive, headers)
                 body_read = True
-                self._admit(path)
+                counted = self._admit(path)
             except errors.ServiceError as exc:
                 return await self._fail(send, exc, path, extra, body_unread=not body_read)
-            self.in_flight += 1
-            self.metrics.in_flight.inc()
             try:
                 call = Call(self.state, path, headers, scope["query_string"], body, params)
                 reply = await route.handler(call)
             except Exception as exc:
                 return await self._fail(send, exc, path, extra)
             finally:
-                self.in_flight -= 1
-                self.metrics.in_flight.dec()
+                self._release(counted)
         finally:
             if reserved:
                 self.buffer.give(reserved)
@@ -252,7 +249,7 @@ class Core:
             try:
                 body, reserved = await self._read_body(receive, headers)
                 body_read = True
-                self._admit(path)
+                counted = self._admit(path)
             except errors.ServiceError as exc:
                 status = await self._fail(send, exc, path, extra, body_unread=not body_read)
                 return status, UNMATCHED_ROUTE
@@ -266,10 +263,6 @@ class Core:
                     message = {**message, "headers": [*message.get("headers", []), *extra]}
                 await send(message)
 
-            counted = path not in _NEVER_REFUSED
-            if counted:
-                self.in_flight += 1
-                self.metrics.in_flight.inc()
             try:
                 await self.cold(scope, receive, send_with_headers)
             except Exception:
@@ -279,9 +272,7 @@ class Core:
                 if not started:
                     await self._send_error(send, errors.Failure(500, "internal server error"), path, extra)
             finally:
-                if counted:
-                    self.in_flight -= 1
-                    self.metrics.in_flight.dec()
+                self._release(counted)
         finally:
             if reserved:
                 self.buffer.give(reserved)
@@ -290,12 +281,24 @@ class Core:
         return status, template if isinstance(template, str) else UNMATCHED_ROUTE
 
     # -- the pieces ------------------------------------------------------------------------------
-    def _admit(self, path: str) -> None:
-        if self.in_flight >= self.max_in_flight and path not in _NEVER_REFUSED:
+    def _admit(self, path: str) -> bool:
+        """Take an in-flight place for a request whose body is read (503 past the cap); False for
+        the probes and the scrape, which are neither refused nor counted. :meth:`_release` gives it back."""
+        if path in _NEVER_REFUSED:
+            return False
+        if self.in_flight >= self.max_in_flight:
             raise errors.TooManyRequests(
                 f"too many requests in flight: at most {self.max_in_flight} at once "
                 "(AE_MAX_CONCURRENT_REQUESTS); retry shortly"
             )
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        return True
+
+    def _release(self, counted: bool) -> None:
+        if counted:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
 
     def _too_large(self) -> errors.BodyTooLarge:
         return errors.BodyTooLarge(
