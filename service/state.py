@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
+from threadpoolctl import threadpool_limits
 
 from contract.ood import Scores
 from service import imaging
@@ -188,6 +189,11 @@ class ServiceState:
     async def start(self, registry: Registry | None = None) -> None:
         """Load (unless given an already loaded registry), warm up, start batchers, become ready."""
         started = time.perf_counter()
+        # numpy's BLAS (the out-of-distribution scores' small matrix products) to one thread for the
+        # whole process: by default OpenBLAS starts one thread per core, whose spin-waits fight the
+        # event loop and onnxruntime for the same cores; one round of a batch of 32 scores then took
+        # 12x as long (bench/ood_cost.py, docs/benchmarks.md).
+        threadpool_limits(limits=1, user_api="blas")
         if registry is None:
             registry = await run_in_threadpool(self._load)
         await run_in_threadpool(self._warm_up, registry)

@@ -195,3 +195,14 @@ def test_v2_infer_returns_the_scores_as_response_parameters(
     parameters = answer.json()["parameters"]
     assert parameters["in_distribution"] == [False, False] and len(parameters["ood_percentile"]) == 2
     assert parameters["ood_threshold"] == 99.5
+
+
+def test_a_started_service_runs_numpy_blas_on_one_thread(served: httpx.Client) -> None:
+    """The scores' small matrix products must not start one spinning BLAS thread per core beside
+    the event loop and onnxruntime (service/state.py; docs/benchmarks.md measured 12x per batch)."""
+    from threadpoolctl import threadpool_info
+
+    assert served.get("/readyz").status_code == 200
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas, "numpy's BLAS is not visible to threadpoolctl"
+    assert {pool["num_threads"] for pool in blas} == {1}
