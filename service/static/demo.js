@@ -301,16 +301,28 @@ function kindOf(model) {
   return "its training images";
 }
 
-function ordinal(value) {
-  const text = value >= 99 ? value.toFixed(1) : String(Math.round(value));
-  const whole = Math.round(value);
+function ordinalSuffix(text) {
+  // "1st", "22nd", "113th"; a number with decimals reads "99.9th".
   if (text.includes(".")) return `${text}th`;
+  const whole = Number(text);
   const tens = whole % 100;
-  const suffix = tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][whole % 10] || "th";
-  return `${text}${suffix}`;
+  return `${text}${tens >= 11 && tens <= 13 ? "th" : ["th", "st", "nd", "rd"][whole % 10] || "th"}`;
 }
 
-// The score the server sent with the denoised image (X-OOD-Percentile, X-In-Distribution).
+// A percentile in as few decimals as keep it on its own side of the threshold (and below 100):
+// 99.96 is "99.96th", never "100.0th"; 99.52 past a 99.5 threshold is "99.52th", never "99.5th".
+function percentileText(value, threshold, inside) {
+  for (const digits of [0, 1, 2]) {
+    if (digits === 0 && value >= 99) continue;
+    const text = value.toFixed(digits);
+    const shown = Number(text);
+    if (shown < 100 && (inside ? shown <= threshold : shown > threshold)) return ordinalSuffix(text);
+  }
+  return ordinalSuffix(value.toFixed(2)); // the header's own precision
+}
+
+// The score the server sent with the denoised image (X-OOD-Percentile, X-In-Distribution,
+// X-OOD-Threshold): a gauge and a sentence that names the model, the percentile and the threshold.
 function showOod(response, model) {
   const box = $("ood");
   const percentile = response.headers.get("x-ood-percentile");
@@ -321,14 +333,17 @@ function showOod(response, model) {
   const value = Number(percentile);
   const inside = response.headers.get("x-in-distribution") === "true";
   const threshold = Number(response.headers.get("x-ood-threshold") || "99.5");
-  $("ood-meter").value = value;
-  $("ood-meter").high = threshold;
+  const limit = ordinalSuffix(String(threshold));
   const where = value >= 100
     ? "past every one of its validation images"
-    : `${ordinal(value)} percentile of its validation images`;
+    : `${percentileText(value, threshold, inside)} percentile of its validation images`;
+  const meter = $("ood-meter");
+  meter.value = value;
+  meter.high = threshold;
+  meter.setAttribute("aria-valuetext", where);
   $("ood-text").textContent = inside
-    ? `This looks like ${kindOf(model)} to ${model.id}: ${where}.`
-    : `This does not look like ${kindOf(model)} to ${model.id}: ${where} (past the ${threshold}th); ` +
+    ? `This looks like ${kindOf(model)} to ${model.id}: ${where} (flagged past the ${limit}).`
+    : `This does not look like ${kindOf(model)} to ${model.id}: ${where} (flagged past the ${limit}); ` +
       "do not trust the result.";
   box.classList.toggle("outsider", !inside);
   box.hidden = false;
@@ -449,6 +464,7 @@ async function run() {
   const query = (m) => `?model=${encodeURIComponent(m.id)}`;
   const source = codeSource(model);
   $("run").disabled = true;
+  $("ood").hidden = true; // the score of the previous input, if any, no longer applies
   say(`Denoising with ${model.id}…`);
   try {
     const [denoised, encoded] = await Promise.all([
