@@ -510,12 +510,13 @@ def score_drawing(
     return {"percentile": percentile, "in_distribution": inside, "sentence": sentence}
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.3])
 @pytest.mark.parametrize("digit", sorted(DIGITS))
 def test_a_drawn_digit_shows_the_services_score_and_is_not_flagged(
-    browser: Any, live_server: str, digit: str
+    browser: Any, live_server: str, digit: str, sigma: float
 ) -> None:
-    shown = score_drawing(browser, live_server, DIGITS[digit], sigma=0.3)
-    print(f"\ndrawn digit {digit} at sigma 0.3: {shown['percentile']:.2f} {shown['sentence']}")
+    shown = score_drawing(browser, live_server, DIGITS[digit], sigma=sigma)
+    print(f"\ndrawn digit {digit} at sigma {sigma}: {shown['percentile']:.2f} {shown['sentence']}")
     assert shown["in_distribution"], shown["sentence"]
 
 
@@ -537,6 +538,8 @@ def test_drawn_capital_letters_show_the_services_score(browser: Any, live_server
         letter: score_drawing(browser, live_server, strokes, sigma) for letter, strokes in LETTERS.items()
     }
     flagged = [letter for letter, shown in results.items() if not shown["in_distribution"]]
+    for letter in flagged:
+        print(f"\n{letter}: {results[letter]['sentence']}")
     row = ", ".join(f"{letter} {shown['percentile']:.2f}" for letter, shown in results.items())
     print(f"\ndrawn letters at sigma {sigma}: {len(flagged)} of {len(results)} flagged {flagged}; {row}")
 
