@@ -482,7 +482,7 @@ def score_drawing(
     # The gauge: visible, labelled, at the served percentile, its "high" mark at the served threshold.
     meter = page.locator("#ood-meter")
     assert meter.is_visible(), "no gauge under the result"
-    assert page.get_by_label("How unlike the model's training images").count() == 1, "the gauge has no label"
+    assert page.get_by_label("Out-of-distribution score").count() == 1, "the gauge has no label"
     assert float(meter.get_attribute("value") or "nan") == pytest.approx(percentile, abs=0.005)
     assert page.evaluate("document.querySelector('#ood-meter').high") == pytest.approx(threshold)
     flagged_style = "outsider" in (page.locator("#ood").get_attribute("class") or "").split()
