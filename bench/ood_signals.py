@@ -11,6 +11,11 @@ second half, all at every noise level (clean and the protocol's seven) with the 
 as the insiders. Codeless denoisers also try the code of the data set's blind autoencoder (a side
 graph). Prints one markdown table per model: AUROC per candidate and level, and the share of
 insiders past each candidate's 99.5th percentile.
+
+``--descriptors`` compares, instead, other picture descriptors and density models for the
+``pictures`` signal (docs/evaluation.md, "Descriptors and density models tried"):
+
+    python -m bench.ood_signals --descriptors models/fashion-s2d models/mnist-s2d
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from training import calibrate as cal
 from training import outsiders
 from training.ood_eval import auroc
 
-LEVELS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+LEVELS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 N = 500
 SIDE = {"mnist5k": "models/mnist-denoise", "fashion": "models/fashion-denoise"}
 OTHER = {"mnist5k": "fashion", "fashion": "mnist5k"}
@@ -38,6 +43,10 @@ FEATURES: dict[str, Features] = {
     "output pictures": lambda x, o, c: ood.descriptor(o),
     "pictures (input+output)": lambda x, o, c: ood.features("pictures", x, o, None),
 }
+
+
+# How a candidate's distance is fitted to its training vectors (``--descriptors`` varies it).
+FIT: Callable[[str, np.ndarray], ood.Distance] = lambda name, vectors: ood.fit_distance(vectors)  # noqa: E731
 
 
 class Model:
@@ -57,7 +66,7 @@ class Model:
         for i, s in enumerate(LEVELS):
             noisy[pick == i] = cal.corrupt("gaussian", images[pick == i], s, cal.FIT_SEED + i)
         outputs = self.ae(noisy)
-        self.distances = {name: ood.fit_distance(f(noisy, outputs, None)) for name, f in FEATURES.items()}
+        self.distances = {name: FIT(name, f(noisy, outputs, None)) for name, f in FEATURES.items()}
         for name, enc in self.encoders.items():
             self.distances[name] = ood.fit_distance(enc(noisy))
 
@@ -138,10 +147,81 @@ def run(model_dir: Path) -> None:
     sys.stdout.flush()
 
 
+def _pool(x: np.ndarray, p: int) -> np.ndarray:
+    n, c = len(x), 28 // p
+    return x.reshape(n, c, p, 28).sum(axis=2).reshape(n, c, c, p).sum(axis=3).reshape(n, c * c) / (p * p)
+
+
+def _shares(x: np.ndarray) -> np.ndarray:
+    edges = np.asarray(ood.HISTOGRAM_EDGES, dtype=np.float32)
+    above = np.count_nonzero(x.reshape(len(x), 1, 784) > edges[None, :, None], axis=2)
+    return (above / 784).astype(np.float32)
+
+
+def _gradient(x: np.ndarray) -> np.ndarray:
+    """|dx| + |dy| per pixel (the last row and column left at zero)."""
+    g = np.zeros_like(x)
+    g[:, :27, :27] = np.abs(np.diff(x, axis=2))[:, :27, :] + np.abs(np.diff(x, axis=1))[:, :, :27]
+    return g
+
+
+def _stroke(x: np.ndarray) -> np.ndarray:
+    """log ink, log edge length, and their ratio (thin strokes have much edge per unit of ink)."""
+    ink, edge = np.log(x.mean(axis=(1, 2)) + 1e-3), np.log(_gradient(x).mean(axis=(1, 2)) + 1e-3)
+    return np.stack([ink, edge, edge - ink], axis=1)
+
+
+def _shipped(x: np.ndarray, *more: np.ndarray) -> np.ndarray:
+    return np.concatenate([_pool(x, 4), _shares(x), *more], 1)
+
+
+DESCRIPTORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "7x7 pooled + grey levels (version 1)": _shipped,
+    "14x14 pooled + grey levels": lambda x: np.concatenate([_pool(x, 2), _shares(x)], 1),
+    "version 1 + pooled gradient": lambda x: _shipped(x, _pool(_gradient(x), 4)),
+    "version 1 + row and column profiles": lambda x: _shipped(x, x.mean(1), x.mean(2)),
+    "version 1 + stroke statistics (version 2)": lambda x: _shipped(x, _stroke(x)),
+}
+# k-means clusters of the shared-covariance distance; "nn": every fitted vector is a centre (1-NN).
+DENSITIES: tuple[int | str, ...] = (10, 50, 200, "nn")
+
+
+def _fit_density(vectors: np.ndarray, density: int | str) -> ood.Distance:
+    if density == "nn":
+        whiten = ood.fit_distance(vectors, clusters=1).whiten
+        return ood.Distance(whiten, (np.asarray(vectors, dtype=np.float32) @ whiten).astype(np.float32))
+    return ood.fit_distance(vectors, clusters=int(density))
+
+
+def use_descriptor_candidates() -> None:
+    """Swap the candidates for descriptor x density pairs, each on input and output (no codes)."""
+    global FEATURES, FIT, candidates, LEVELS
+    pairs = {
+        f"{name}, {density}": (describe, density)
+        for name, describe in DESCRIPTORS.items()
+        for density in (DENSITIES if name.startswith("7x7 pooled") else (10, "nn"))
+    }
+
+    def on_pair(describe: Callable[[np.ndarray], np.ndarray]) -> Features:
+        return lambda x, o, c: np.concatenate([describe(ood._images(x)), describe(ood._images(o))], 1)
+
+    FEATURES = {name: on_pair(describe) for name, (describe, _) in pairs.items()}
+    FIT = lambda name, vectors: _fit_density(vectors, pairs[name][1])  # noqa: E731
+    candidates = lambda code: {name: ((name,), 1) for name in FEATURES}  # noqa: E731
+    LEVELS = (0.0, 0.1, 0.3, 0.5)
+    SIDE.clear()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ood_signals")
     parser.add_argument("models", nargs="+", type=Path)
-    for model_dir in parser.parse_args().models:
+    parser.add_argument(
+        "--descriptors", action="store_true", help="compare picture descriptors and density models"
+    )
+    args = parser.parse_args()
+    if args.descriptors:
+        use_descriptor_candidates()
+    for model_dir in args.models:
         run(model_dir)
 
 

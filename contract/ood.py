@@ -9,7 +9,8 @@ A score is built in three steps:
 1. **Signals**, one number per image, from what the request computed anyway (no extra graph):
 
    - ``pictures``: the distance of the input and the model's output, each summarised by a small
-     ``descriptor`` (7×7 average-pooled pixels and the share of pixels above 7 grey levels), to
+     ``descriptor`` (7×7 average-pooled pixels, the share of pixels above 7 grey levels, and three
+     stroke statistics: log ink, log edge length and their ratio), to
      those of the training images: log squared Mahalanobis distance to the nearest of k clusters
      (k-means, one shared covariance). The output is the model's own view of the input; the pair
      separates what the model knows from what it merely redraws.
@@ -42,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 1
+# 2: the descriptor gained the stroke statistics (calibrations of version 1 no longer apply).
+VERSION = 2
 DISTANCES = ("pictures", "code", "input")
 SIGNALS = (*DISTANCES, "reconstruction", "residual")
 VIEWS = ("denoise", "encode")
@@ -94,7 +96,11 @@ def noise_estimate(images: np.ndarray) -> np.ndarray:
 
 
 def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
-    """``[n, (28/pool)² + 7]``: average-pooled pixels and the share of pixels above each grey level."""
+    """``[n, (28/pool)² + 7 + 3]``: average-pooled pixels, the share of pixels above each grey level,
+    and the stroke statistics: log of the mean ink, log of the mean edge (|horizontal| + |vertical|
+    differences of neighbours) and their difference. Thin pen strokes have much edge per unit of
+    ink, filled shapes little: on validation these three numbers lifted the AUROC against printed
+    letters from 0.70 to 0.85 for ``mnist-s2d`` (docs/evaluation.md)."""
     x = _images(images)
     n, side = len(x), x.shape[-1]
     cells = side // pool
@@ -102,15 +108,23 @@ def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
     # for the pooling, one broadcast comparison for the grey levels.
     pooled = x.reshape(n, cells, pool, side).sum(axis=2).reshape(n, cells, cells, pool).sum(axis=3)
     above = np.count_nonzero(x.reshape(n, 1, side * side) > _EDGES[None, :, None], axis=2)
+    ink = pooled.reshape(n, cells * cells).sum(axis=1) * (1.0 / (side * side))
+    edge = (
+        np.abs(np.diff(x, axis=2))[:, : side - 1, :].sum(axis=(1, 2))
+        + np.abs(np.diff(x, axis=1))[:, :, : side - 1].sum(axis=(1, 2))
+    ) * (1.0 / (side * side))
+    log_ink, log_edge = np.log(ink + _STROKE_EPS), np.log(edge + _STROKE_EPS)
     return np.concatenate(
         [
             pooled.reshape(n, cells * cells) * (1.0 / (pool * pool)),
             (above / (side * side)).astype(np.float32),
+            np.stack([log_ink, log_edge, log_edge - log_ink], axis=1).astype(np.float32),
         ],
         axis=1,
     )
 
 
+_STROKE_EPS = 1e-3
 _EDGES = np.asarray(HISTOGRAM_EDGES, dtype=np.float32)
 
 

@@ -2,7 +2,8 @@
 
 Knows neither HTTP nor ONNX. A :class:`Batcher` wraps a function ``f(rows) -> rows`` that maps an
 array whose first axis is the batch to an array with as many rows (an ONNX graph, here), or to a
-tuple of such arrays (a graph's output and a score per row, computed in the same call). Callers
+tuple of such arrays. An optional ``finish(rows, outputs)`` runs on the event loop once per batch
+when ``f`` has returned (the out-of-distribution scores of a batch) and may return such a tuple. Callers
 ``await batcher.submit(rows)``; worker tasks collect pending requests until ``max_batch_size`` rows
 or ``max_wait_s`` after the first one, call ``f`` once on the concatenation in an executor thread
 (never on the event loop), and hand each caller exactly its own slice of the result. As in LitServe,
@@ -78,6 +79,7 @@ class Batcher:
         workers: int = 1,
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        finish: Callable[[np.ndarray, np.ndarray], Any] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or workers < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size, max_queue and workers must be >= 1, max_wait_s >= 0")
@@ -89,6 +91,7 @@ class Batcher:
         self._workers = workers
         self._executor = executor
         self._on_batch = on_batch
+        self._finish = finish
         self._queue: deque[_Pending] = deque()
         self._not_empty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -209,6 +212,8 @@ class Batcher:
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
+            if self._finish is not None:
+                outputs = self._finish(inputs, outputs)
             columns = outputs if isinstance(outputs, tuple) else (outputs,)
             for column in columns:
                 if len(column) != len(inputs):

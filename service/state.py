@@ -150,7 +150,7 @@ class ServiceState:
         for model, role in graphs:
             name = batcher_name(model.id, role)
             batcher = Batcher(
-                self._batch_function(model, role),
+                model.graphs[role].run,
                 name=name,
                 max_batch_size=s.max_batch_size,
                 max_wait_s=s.max_wait_ms / 1000.0,
@@ -158,16 +158,18 @@ class ServiceState:
                 workers=s.batch_workers,
                 executor=executor,
                 on_batch=self.metrics.observe_batch,
+                finish=self._batch_scores(model, role),
             )
             batcher.start()
             batchers[name] = batcher
         return _Generation(number, registry, batchers, executor)
 
-    def _batch_function(self, model: Model, role: str) -> Callable[[np.ndarray], Any]:
-        """The graph's run, and for an autoencoder whose ``denoise`` score reads only the input and
-        the output, the score too, per batch in the inference thread: scored one request at a time
-        on the event loop, it cost a fifth of /denoise's throughput (docs/benchmarks.md)."""
-        run = model.graphs[role].run
+    def _batch_scores(self, model: Model, role: str) -> Callable[[np.ndarray, np.ndarray], Any] | None:
+        """For an autoencoder whose ``denoise`` score reads only the input and the output: the score
+        of a whole batch, run on the event loop when the graph's call returns (the batcher's
+        ``finish``). Scored one request at a time it cost a fifth of /denoise's throughput; in the
+        inference thread it lengthened the busiest thread's work and lost 23 % at concurrency 32;
+        here the event loop, which has time to spare, does it (docs/benchmarks.md)."""
         calibration = model.ood
         if (
             role != AUTOENCODER
@@ -176,15 +178,14 @@ class ServiceState:
             or "denoise" not in calibration.views
             or not calibration.needs("denoise") <= {"output"}
         ):
-            return run
+            return None
 
-        def run_and_score(rows: np.ndarray) -> tuple[np.ndarray, ...]:
-            outputs = run(rows)
+        def score(rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
             with np.errstate(all="ignore"):  # a non-finite output is refused after this (infer)
                 scores = calibration.score("denoise", rows, outputs=outputs)
             return outputs, scores.percentile, scores.in_distribution, scores.value
 
-        return run_and_score
+        return score
 
     async def start(self, registry: Registry | None = None) -> None:
         """Load (unless given an already loaded registry), warm up, start batchers, become ready."""

@@ -37,9 +37,24 @@ def test_descriptor_pools_pixels_and_counts_grey_levels() -> None:
     x = np.zeros((1, 28, 28), np.float32)
     x[0, :4, :4] = 1.0  # one full pooled block, 16 of 784 pixels lit
     d = ood.descriptor(x)
-    assert d.shape == (1, 49 + len(ood.HISTOGRAM_EDGES))
+    grey = 49 + len(ood.HISTOGRAM_EDGES)
+    assert d.shape == (1, grey + 3)
     assert d[0, 0] == pytest.approx(1.0) and d[0, 1:49].sum() == 0
-    assert np.allclose(d[0, 49:], 16 / 784)
+    assert np.allclose(d[0, 49:grey], 16 / 784)
+    # Stroke statistics: 16/784 of ink; the block's edge is 4 steps on its right and 4 below.
+    ink, edge = 16 / 784, 8 / 784
+    assert np.allclose(
+        d[0, grey:], [np.log(ink + 1e-3), np.log(edge + 1e-3), np.log(edge + 1e-3) - np.log(ink + 1e-3)]
+    )
+
+
+def test_thin_strokes_have_more_edge_per_ink_than_a_filled_shape() -> None:
+    stroke = np.zeros((1, 28, 28), np.float32)
+    stroke[0, 4:24, 13:15] = 1.0  # a "1": 40 pixels of pen
+    filled = np.zeros((1, 28, 28), np.float32)
+    filled[0, 4:24, 8:20] = 1.0  # a garment-like block
+    ratio = ood.descriptor(np.concatenate([stroke, filled]))[:, -1]
+    assert ratio[0] > ratio[1] + 1.0
 
 
 def test_distance_is_the_mahalanobis_distance_with_one_cluster() -> None:

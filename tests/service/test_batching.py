@@ -184,3 +184,45 @@ async def test_a_function_of_several_outputs_gives_each_request_its_own_rows_of_
         np.testing.assert_array_equal(score, x[:, 0] + 0.5)
     np.testing.assert_array_equal(big[0], np.arange(18.0).reshape(9, 2) * 2.0)
     np.testing.assert_array_equal(big[1], np.arange(0.0, 18.0, 2.0) + 0.5)
+
+
+async def test_finish_runs_once_per_batch_on_the_event_loop_and_its_columns_are_sliced() -> None:
+    fn = Recorder()
+    finished: list[tuple[int, int]] = []  # (rows, thread)
+
+    def finish(rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        finished.append((len(rows), threading.get_ident()))
+        return outputs, rows[:, 0] - outputs[:, 0]
+
+    batcher = _batcher(fn, finish=finish)
+    batcher.start()
+    try:
+        inputs = [np.full((1, 3), float(i)) for i in range(20)]
+        results = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+    finally:
+        await batcher.stop()
+    for x, (doubled, difference) in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(doubled, x * 2.0)
+        np.testing.assert_array_equal(difference, -x[:, 0])
+    assert [n for n, _ in finished] == fn.sizes  # one finish per call of the function
+    assert {thread for _, thread in finished} == {threading.get_ident()}
+    assert threading.get_ident() not in fn.threads
+
+
+async def test_a_failing_finish_fails_its_batch_and_the_batcher_keeps_working() -> None:
+    calls = {"n": 0}
+
+    def finish(rows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("scoring failed")
+        return outputs
+
+    batcher = _batcher(Recorder(), finish=finish)
+    batcher.start()
+    try:
+        with pytest.raises(ValueError, match="scoring failed"):
+            await batcher.submit(np.ones((1, 3)))
+        np.testing.assert_array_equal(await batcher.submit(np.ones((1, 3))), np.full((1, 3), 2.0))
+    finally:
+        await batcher.stop()
