@@ -1,13 +1,18 @@
 """ONNX export: the graphs of docs/architecture.md's artifact contract, a parity check, card.json.
 
 The card is written through contract/card.py, which checks it as the service's registry will: a
-model the service would refuse is never exported. The graphs carry no doc strings of their own (the
-exporter would put this machine's source paths in them), only the card's metadata.
+model the service would refuse is never exported. The graphs carry no doc strings or node metadata
+of their own (the exporter puts this machine's source paths there; :func:`strip_build_info` removes
+them), only the card's metadata.
 
 `python -m training.export --checkpoint run/checkpoint.pt --out models/mnist-denoise` exports a
 trained checkpoint; `train.py` calls `export_model` directly at the end of a run. The whole model
 directory is staged next to its destination and swapped in only when every graph has passed the
 parity check, so a failed export never leaves a half-written model where the service looks.
+
+`python -m training.export --strip models/*/` rewrites exported model directories without that
+build information (exports made before it was stripped carry it) and records the graphs' new
+sha256 in their cards; the outputs stay bit-identical (:func:`strip_model_dir`).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import datetime as dt
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from google.protobuf.message import Message
 from torch import nn
 
 from contract import card as cards
@@ -110,22 +118,107 @@ def _graphs(model: Model, code_shape: list[int] | None) -> list[_Graph]:
     return graphs
 
 
-def _strip_doc_strings(proto: onnx.ModelProto) -> None:
-    """Drop what the exporter writes about the Python source (stack traces with this machine's paths)."""
-    graphs = [proto.graph]
-    while graphs:
-        graph = graphs.pop()
-        graph.doc_string = ""
-        for node in graph.node:
-            node.doc_string = ""
-            del node.metadata_props[:]
-            graphs += [a.g for a in node.attribute if a.HasField("g")]
-            graphs += [g for a in node.attribute for g in a.graphs]
-    for function in proto.functions:
-        function.doc_string = ""
-        for node in function.node:
-            node.doc_string = ""
-            del node.metadata_props[:]
+# A build path in an ONNX file's strings: a folder of a machine's file system, a Python source
+# file by its absolute path, an installed package's folder, or a Windows drive path. (ONNX names
+# such as "/encoder/conv1/Conv" are scopes, not paths.)
+BUILD_PATH = re.compile(
+    r"(?<![\w.])/(?:home|root|tmp|work|usr|opt|var|srv|mnt|Users|private)/"
+    r"|(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]+\.py\b"
+    r"|site-packages|dist-packages|\b[A-Za-z]:\\"
+)
+
+
+def strip_build_info(proto: onnx.ModelProto) -> None:
+    """Drop what the exporter records about the Python that built the graph, wherever it sits.
+
+    torch's exporter writes, per node, the stack trace (this machine's source and site-packages
+    paths), the module hierarchy, the name scope and the FX node into ``metadata_props``, and may
+    write ``doc_string`` on nodes, graphs, functions, values and tensors. Every ``doc_string`` and
+    ``metadata_props`` below the model itself is cleared: none of them takes part in the
+    computation. The model's own ``doc_string`` and ``metadata_props`` carry the card's metadata
+    (contract/card.py's :func:`graph_metadata`) and are kept.
+    """
+    for message in _messages(proto):
+        if message is proto:
+            continue
+        for field in ("doc_string", "metadata_props"):
+            if field in message.DESCRIPTOR.fields_by_name:
+                message.ClearField(field)
+
+
+def build_paths(proto: onnx.ModelProto) -> list[str]:
+    """Every string anywhere in the model that names a build path (:data:`BUILD_PATH`)."""
+    found = []
+    for message in _messages(proto):
+        for field, value in message.ListFields():
+            if field.type != field.TYPE_STRING:
+                continue
+            for text in value if field.is_repeated else [value]:
+                if BUILD_PATH.search(text):
+                    found.append(f"{message.DESCRIPTOR.name}.{field.name}: {text[:120]!r}")
+    return found
+
+
+def _messages(proto: Message) -> Iterator[Message]:
+    """The model and every message nested in it (graphs, nodes, attributes, subgraphs, functions...)."""
+    stack = [proto]
+    while stack:
+        message = stack.pop()
+        yield message
+        for field, value in message.ListFields():
+            if field.message_type is not None:
+                stack.extend(value if field.is_repeated else [value])
+
+
+def strip_graph_file(path: Path) -> bool:
+    """Rewrite one ONNX file without its build information; return whether it changed.
+
+    The weights and nodes are left as they are (only doc strings and node metadata go), and the
+    rewritten graph must give bit-identical outputs to the old one in onnxruntime on a fixed batch
+    (:data:`PARITY_BATCH` images) before it replaces the file: :class:`ExportError` otherwise.
+    """
+    data = path.read_bytes()
+    proto = onnx.load_from_string(data)
+    strip_build_info(proto)
+    if left := build_paths(proto):
+        raise ExportError(f"{path}: build paths outside the exporter's metadata: {left[:3]}")
+    new = proto.SerializeToString()
+    if new == data:
+        return False
+    onnx.checker.check_model(proto)
+    batch = np.random.default_rng(0).random((PARITY_BATCH, 1, 28, 28), dtype=np.float32)
+    before, after = _outputs(data, batch), _outputs(new, batch)
+    if before.shape != after.shape or before.tobytes() != after.tobytes():
+        raise ExportError(f"{path}: the stripped graph's outputs differ from the original's")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(new)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def _outputs(model: bytes, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    if inp.name == "code":  # a decoder: feed it codes of the batch's size
+        shape = [len(batch), *(d for d in inp.shape[1:])]
+        batch = np.random.default_rng(0).random(shape, dtype=np.float32)
+    (out,) = session.run(None, {inp.name: batch})
+    return np.asarray(out)
+
+
+def strip_model_dir(model_dir: Path) -> list[str]:
+    """Strip every graph a model directory's card names and record their new sha256 in the card.
+
+    Works on a shipped model (``models/<id>/``) and on a fresh export alike; returns the files
+    that changed (none when they were clean already).
+    """
+    card = cards.check_model_dir(model_dir, served=False)
+    changed = [f for f in card["graphs"].values() if strip_graph_file(model_dir / f)]
+    if changed:
+        digests = {f: cards.sha256(model_dir / f) for f in card["graphs"].values()}
+        cards.update_card(model_dir, sha256=digests)
+    return changed
 
 
 def _export_graph(graph: _Graph, example: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
@@ -154,7 +247,9 @@ def _export_graph(graph: _Graph, example: torch.Tensor, path: Path, metadata: di
         *proto.graph.output[0].type.tensor_type.shape.dim[:1],
     ):
         dim.dim_param = "batch"  # the exporter names the symbol after the Dim; make it the contract's
-    _strip_doc_strings(proto)
+    strip_build_info(proto)
+    if left := build_paths(proto):  # somewhere a newer exporter writes that strip_build_info misses
+        raise ExportError(f"{path.name}: build paths left in the graph: {left[:3]}")
     onnx.helper.set_model_props(proto, metadata)
     proto.doc_string = metadata["description"]
     onnx.checker.check_model(proto)
@@ -355,13 +450,23 @@ def _noise(train_cfg: dict[str, Any]) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
-        description="Export a training checkpoint to an ONNX model directory (graphs + card.json).",
+        description="Export a training checkpoint to an ONNX model directory (graphs + card.json), "
+        "or strip the build information (paths, stack traces) from exported model directories.",
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", type=Path, help="checkpoint.pt written by training.train")
+    which.add_argument(
+        "--strip",
+        type=Path,
+        nargs="+",
+        metavar="MODEL_DIR",
+        help="rewrite these model directories' graphs without build information (doc strings, node "
+        "metadata) and record their new sha256 in the card; outputs stay bit-identical",
     )
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="checkpoint.pt written by training.train"
-    )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="model directory to (re)create, e.g. models/mnist-denoise"
+        "--out",
+        type=Path,
+        help="model directory to (re)create, e.g. models/mnist-denoise (with --checkpoint)",
     )
     parser.add_argument(
         "--id", dest="model_id", help="model id (default: <dataset>-<arch>, e.g. mnist-denoise)"
@@ -378,6 +483,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.strip:
+        for model_dir in args.strip:
+            try:
+                changed = strip_model_dir(model_dir)
+            except (cards.CardError, ExportError) as exc:
+                raise SystemExit(f"error: {exc}") from exc
+            log.info("%s: %s", model_dir, f"stripped {', '.join(changed)}" if changed else "already clean")
+        return
+    if args.out is None:
+        parser.error("--checkpoint needs --out")
     for noisy in ("onnxscript", "onnx_ir"):  # the exporter's optimizer logs every pass at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     state = load_checkpoint(args.checkpoint)

@@ -14,8 +14,9 @@ data of the user's own (``folder:``, ``npz:``, ``npy:``). For every kind the mod
   slow: it appears only for Gaussian noise on a built-in data set, taken from the cached table
   (docs/evaluation/baselines-<dataset>.json), which follows the same protocol on the same images.
 
-The report (``report/README.md``, ``psnr_vs_noise.png``, ``examples.png``) has one table per kind;
-the card's ``metrics.by_noise`` holds the model's own figures.
+The report (``report/README.md``, ``psnr_vs_noise.png``, ``examples.png``) has one section per kind
+(:func:`noise_report`, written by training/report.py's one writer, as the Gaussian report is); the
+card's ``metrics.by_noise`` holds the model's own figures.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +171,77 @@ def _peers(model_dir: Path, card: dict[str, Any]) -> dict[str, Path]:
     return graphs
 
 
+def _kind_section(card: dict[str, Any], result: dict[str, Any]) -> report.Section:
+    """One noise kind: its table (and the paired one where BM3D comes from the cache), or its table
+    and the parameters the classical methods were tuned to."""
+    name, levels, rows = result["level_name"], result["levels"], result["rows"]
+    heading = f"{result['kind']} ({name})"
+    if result["baselines_from"] == "cache":
+        subset = result["subset_images"]
+        return report.Section(
+            heading,
+            [
+                f"Classical rows from `docs/evaluation/baselines-{card['dataset']}.json` (same protocol, "
+                f"same images; BM3D on the first {subset}).",
+                report.table(rows, levels, level_name=name, bold_first=True),
+                f"Paired, every method on the first {subset} test images:",
+                report.table(rows, levels, subset=subset, level_name=name, bold_first=True),
+            ],
+        )
+    tuned = report.tuned_table(name, levels, result["tuned"])
+    return report.Section(
+        heading,
+        [
+            report.table(rows, levels, level_name=name, bold_first=True),
+            "Tuned parameters (Gaussian blur: σ in pixels; median: window size; NL-means: h, patch size "
+            "and distance), each on the validation split:"
+            if tuned
+            else "",
+            tuned,
+        ],
+    )
+
+
+def noise_report(
+    card: dict[str, Any], results: Sequence[dict[str, Any]], test_source: str, n: int, command: str
+) -> report.Report:
+    """The report of a model scored per noise kind: one section per kind, the plots, the command."""
+    noise = (card.get("noise") or {}).get("description", "gaussian")
+    return report.Report(
+        title=f"{card['id']}: evaluation under the noise it was made for",
+        intro=[
+            card.get("description", ""),
+            f"Trained for: {noise}. Data: `{card['dataset']}`; the first **{n}** test images "
+            f"({test_source}) are scored.",
+            "For each kind and level the test images get the noise from a fresh "
+            f"`numpy.random.default_rng({TEST_NOISE_SEED})` drawn over the whole array (training/noise.py "
+            "defines each kind). PSNR (data range 1) and SSIM (skimage, 7×7 window) are per image, then "
+            "averaged; every network runs as exported (`autoencoder.onnx`, onnxruntime CPU). Classical "
+            "methods are tuned per level by mean PSNR on the first validation images (noise from a fresh "
+            f"`default_rng({VAL_NOISE_SEED})`); the test set is never used for tuning.",
+        ],
+        sections=[_kind_section(card, r) for r in results],
+        plots=[
+            ("PSNR against the noise level, per kind", "psnr_vs_noise.png"),
+            ("clean, noisy and denoised test images", "examples.png"),
+        ],
+        command=command,
+    )
+
+
+def _example_panels(
+    model_id: str, clean: np.ndarray, results: Sequence[dict[str, Any]]
+) -> list[tuple[str, np.ndarray]]:
+    """Clean, then noisy and this model's output at a middle level of each kind."""
+    panels: list[tuple[str, np.ndarray]] = [("clean", clean)]
+    for result in results:
+        level = result["levels"][len(result["levels"]) // 2]
+        shown = result["examples"][level]
+        tag = f"{result['kind']} {result['level_name']}={level:g}"
+        panels += [(f"noisy\n{tag}", shown["noisy"]), (f"denoised\n{tag}", shown[model_id])]
+    return panels
+
+
 def evaluate_noise_model(
     model_dir: Path,
     card: dict[str, Any],
@@ -204,11 +277,26 @@ def evaluate_noise_model(
     command = shlex.join(["python", "-m", "training.evaluate", *args])
     out = model_dir / "report"
     out.mkdir(exist_ok=True)
-    report.write_noise_markdown(
-        out / "README.md", card, results, split.info.get("test_source", "test split"), len(test), command
+    test_source = split.info.get("test_source", "test split")
+    report.write_report(out / "README.md", noise_report(card, results, test_source, len(test), command))
+    report.plot_curves(
+        out / "psnr_vs_noise.png",
+        card["id"],
+        [
+            report.Panel(
+                r["kind"],
+                f"{r['level_name']} (noisier →)",
+                "PSNR (dB)",
+                r["levels"],
+                r["rows"],
+                even_spacing=True,
+            )
+            for r in results
+        ],
     )
-    report.plot_noise_psnr(out / "psnr_vs_noise.png", card["id"], results)
-    report.plot_noise_examples(out / "examples.png", card["id"], test[:EXAMPLES], results)
+    report.plot_examples(
+        out / "examples.png", card["id"], _example_panels(card["id"], test[:EXAMPLES], results)
+    )
     metrics: dict[str, Any] = {
         "by_noise": {
             r["kind"]: {

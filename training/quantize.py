@@ -40,6 +40,7 @@ from onnxruntime.quantization import (
 
 from training import protocol
 from training.data import DataError, load_dataset
+from training.export import strip_build_info
 from training.protocol import NOISE_LEVELS, VAL_NOISE_SEED, psnr
 from training.score import run_onnx
 
@@ -166,6 +167,7 @@ def quantize_graph(src: Path, dst: Path, calibration: np.ndarray, cfg: QuantConf
     for prop in source.metadata_props:
         model.metadata_props.add(key=prop.key, value=prop.value)
     model.doc_string = ""
+    strip_build_info(model)  # what the tools carry over from the source graph's nodes
     onnx.save(model, str(dst))
     return losses
 

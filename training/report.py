@@ -1,4 +1,10 @@
-"""Evaluation reports: the targets of issue 4, markdown tables, and the two plots.
+"""Evaluation reports: the one writer of ``models/<id>/report/``, its tables and plots, the targets.
+
+Both evaluations write their reports here: the Gaussian one (training/gaussian_eval.py) and the one
+under other noises and own data (training/noise_eval.py). Each builds a :class:`Report` (title,
+opening paragraphs, sections of markdown blocks, plots, the command that reproduces it) from its own
+results with the tables below; :func:`write_report` writes it, and :func:`plot_curves` and
+:func:`plot_examples` draw its two figures. :func:`write_summary` writes docs/evaluation.md.
 
 Rows are dicts with ``label``, ``kind`` (``model``, ``lesson`` or ``classical``), ``test_images`` and
 per-level lists ``psnr``, ``ssim``, ``subset_psnr``, ``subset_ssim`` (the means over the first
@@ -9,7 +15,7 @@ the other side's subset means, so it is always paired: the same images, the same
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,15 +190,27 @@ def _cells(row: dict[str, Any], subset: bool = False) -> list[str]:
     return [f"{a:.2f} / {b:.3f}" for a, b in zip(p, q, strict=True)]
 
 
-def table(rows: Rows, levels: Sequence[float], subset: int | None = None, label_key: str = "label") -> str:
-    """PSNR / SSIM per level; with ``subset``, every row's means over the first ``subset`` images."""
+def table(
+    rows: Rows,
+    levels: Sequence[float],
+    subset: int | None = None,
+    label_key: str = "label",
+    level_name: str = "s",
+    bold_first: bool = False,
+) -> str:
+    """PSNR / SSIM per level; with ``subset``, every row's means over the first ``subset`` images.
+
+    ``level_name`` heads the columns (``s``, ``p``, ``peak``...); ``bold_first`` sets the first
+    row's label (the model the report is about) in bold.
+    """
     lines = [
-        "| method | " + " | ".join(f"s={s:g}" for s in levels) + " |",
+        "| method | " + " | ".join(f"{level_name}={s:g}" for s in levels) + " |",
         "|---|" + "---|" * len(levels),
     ]
-    for row in rows.values():
-        label = row[label_key]
-        if subset is None and row["test_images"] != max(r["test_images"] for r in rows.values()):
+    most = max((r["test_images"] for r in rows.values()), default=0)
+    for i, row in enumerate(rows.values()):
+        label = f"**{row[label_key]}**" if bold_first and i == 0 else row[label_key]
+        if subset is None and row["test_images"] != most:
             label += f" (first {row['test_images']} images)"
         lines.append(f"| {label} | " + " | ".join(_cells(row, subset is not None)) + " |")
     return "\n".join(lines)
@@ -227,7 +245,7 @@ def _param_cell(axis: dict[str, Any], tuning: dict[str, Any]) -> str:
     return f"{_num(value)} ({near})"
 
 
-def _params_table(cache: dict[str, Any]) -> str:
+def params_table(cache: dict[str, Any]) -> str:
     """One row per tuned parameter: where each level's optimum fell, between which searched values."""
     levels = cache["noise_levels"]
     lines = ["| method | parameter | " + " | ".join(f"s={s:g}" for s in levels) + " | tuned on |"]
@@ -302,100 +320,52 @@ def reference_table(model_key: str, row: dict[str, Any], levels: Sequence[float]
     )
 
 
-def _targets_md(targets: Sequence[Target]) -> str:
+def targets_md(targets: Sequence[Target]) -> str:
     return "\n".join(
         f"- {'**met**' if t.met else '**NOT met**'}: {t.text} ({t.detail}) [{t.source}]" for t in targets
     )
 
 
-def _dataset_words(card: dict[str, Any], cache: dict[str, Any]) -> str:
-    names = {"mnist5k": "MNIST-5k", "mnist": "MNIST", "fashion": "Fashion-MNIST"}
-    return (
-        f"{names.get(card['dataset'], card['dataset'])} test split ({card.get('split', {}).get('test', '')})"
-    )
+@dataclass(frozen=True)
+class Section:
+    """``## heading``, then its blocks (paragraphs, tables, lists), separated by blank lines."""
+
+    heading: str
+    blocks: Sequence[str]
 
 
-def write_markdown(
-    path: Path,
-    card: dict[str, Any],
-    rows: Rows,
-    cache: dict[str, Any],
-    targets: Sequence[Target],
-    command: str,
-    sources: tuple[str, str] = (
-        "docs/evaluation/baselines-<dataset>.json",
-        "docs/evaluation/lesson-<dataset>/",
-    ),
-) -> None:
-    """The model's report: both tables, the targets, the tuned parameters, the plots, the commands.
+@dataclass(frozen=True)
+class Report:
+    """A model's ``report/README.md``, as an evaluation provides it.
 
-    ``sources`` names the baseline cache and the lesson model's directory, for the reader.
+    Written in this order: ``# title``, the opening blocks, the sections, ``## Plots`` (one image
+    per ``(alt text, file)``), ``## Reproduce`` (the command, indented, then ``notes``). Empty blocks
+    are left out.
     """
-    levels = cache["noise_levels"]
-    n, subset = cache["test_images"], cache["subset_images"]
-    bm3d = cache["methods"].get("bm3d", {})
-    ref = reference_table(card["id"], rows[card["id"]], levels)
-    reference_md = f"\nAgainst the U-Net as it stood at 883b244 (issue 12's bar):\n\n{ref}\n" if ref else ""
-    text = f"""# {card["id"]}: evaluation
 
-{card.get("description", "")}
-
-Data: {_dataset_words(card, cache)}; the first **{n}** test images are scored. Noise: for every
-level s, `clip(x + s·N, 0, 1)` with N from a fresh `numpy.random.default_rng(1234)` drawn over the
-whole {n}-image array. PSNR (data range 1) and SSIM (`skimage`, 7×7 window, data_range=1.0) are per
-image, then averaged. Every network is scored through its exported `autoencoder.onnx` in
-onnxruntime (CPU); outputs are scored as they are.
-
-Every classical parameter is tuned per level on the **validation split**, never on test or training
-images ({cache.get("protocol", {}).get("tuning", "")}). BM3D costs about 0.5 s per image here, so it is
-tuned on the first {bm3d.get("tune_images", "?")} validation images and scored on the **first {subset}
-test images** only; the second table puts every method on those same images and the same noise, for
-a paired comparison.
-
-## PSNR (dB) / SSIM, first {n} test images
-
-{table(rows, levels)}
-
-## PSNR (dB) / SSIM, first {subset} test images (every method, paired with BM3D)
-
-{table(rows, levels, subset=subset)}
-
-## Targets
-
-{_targets_md(targets)}
-{reference_md}
-Issue 4's "Done when" sets the targets of mnist-denoise, fashion-denoise and the two unet models,
-issue 12 those of the s2d models (the default `/denoise`); for the other autoencoders the design asks
-that they beat the lesson's denoiser. Comparisons with BM3D use the paired table.
-
-## Classical parameters, tuned per level by mean PSNR on the validation split
-
-Noise for tuning: a fresh `default_rng(999)` per level. The test set is never used for tuning.
-
-{_params_table(cache)}
-
-## Plots
-
-![PSNR and SSIM against the noise level](psnr_vs_noise.png)
-
-![clean, noisy and denoised test images](examples.png)
-
-## Reproduce
-
-    {command}
-
-The baselines come from `{sources[0]}`, written by
-
-    {cache.get("command", "python -m training.baselines")}
-
-(versions: {_versions(cache)}; BM3D ran in {cache.get("workers", 1)} worker process(es), one thread
-each). The lesson's denoiser is `{sources[1]}autoencoder.onnx`, scored by the same code as this model.
-"""
-    path.write_text(text)
+    title: str
+    intro: Sequence[str]
+    sections: Sequence[Section]
+    plots: Sequence[tuple[str, str]]
+    command: str
+    notes: Sequence[str] = field(default_factory=tuple)
 
 
-def _versions(cache: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in cache.get("versions", {}).items())
+def render(report: Report) -> str:
+    sections = [
+        *report.sections,
+        Section("Plots", [f"![{alt}]({file})" for alt, file in report.plots]),
+        Section("Reproduce", [f"    {report.command}", *report.notes]),
+    ]
+    blocks = [f"# {report.title}", *report.intro]
+    for section in sections:
+        blocks += [f"## {section.heading}", *section.blocks]
+    return "\n\n".join(b.strip("\n") for b in blocks if b.strip()) + "\n"
+
+
+def write_report(path: Path, report: Report) -> None:
+    """The one writer of a model's report markdown (both evaluations call it)."""
+    path.write_text(render(report))
 
 
 def write_summary(path: Path, results: Sequence[dict[str, Any]], command: str) -> None:
@@ -454,7 +424,7 @@ def write_summary(path: Path, results: Sequence[dict[str, Any]], command: str) -
             "",
         ]
         for result in results_:
-            parts += [f"{result['card']['id']}:", "", _targets_md(result["targets"]), ""]
+            parts += [f"{result['card']['id']}:", "", targets_md(result["targets"]), ""]
             card_id = result["card"]["id"]
             ref = reference_table(card_id, result["rows"][card_id], cache["noise_levels"])
             if ref:
@@ -464,7 +434,7 @@ def write_summary(path: Path, results: Sequence[dict[str, Any]], command: str) -
             "",
             f"{cache.get('protocol', {}).get('tuning', '')}.",
             "",
-            _params_table(cache),
+            params_table(cache),
             "",
         ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -494,192 +464,76 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_psnr(path: Path, model_key: str, rows: Rows, levels: Sequence[float]) -> None:
+@dataclass(frozen=True)
+class Panel:
+    """One plot of :func:`plot_curves`: ``metric`` per level for every row."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    levels: Sequence[float]
+    rows: Rows
+    metric: str = "psnr"
+    even_spacing: bool = False  # levels that are not a scale (Poisson peaks): one step apart
+
+
+def plot_curves(path: Path, model_key: str, panels: Sequence[Panel]) -> None:
+    """The report's ``psnr_vs_noise.png``: a curve per row in each panel, this model in bold black,
+    classical methods dashed, rows scored on fewer images marked in the shared legend."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
-    for key, row in rows.items():
-        style: dict[str, Any] = {"lw": 2.6, "color": "black"} if key == model_key else {"lw": 1.3}
-        if row["kind"] == "classical":
-            style["ls"] = "--"
-        label = row["label"].replace("**", "")
-        if row["test_images"] < rows[model_key]["test_images"]:
-            label += f" (first {row['test_images']})"
-        for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
-            ax.plot(levels, row[metric], marker="o", ms=3, label=label, **style)
-    axes[0].set(xlabel="noise level s", ylabel="PSNR (dB)", title=f"{model_key}: PSNR")
-    axes[1].set(xlabel="noise level s", ylabel="SSIM", title=f"{model_key}: SSIM")
-    for ax in axes:
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        x = np.arange(len(panel.levels)) if panel.even_spacing else np.asarray(panel.levels)
+        most = max(r["test_images"] for r in panel.rows.values())
+        for key, row in panel.rows.items():
+            style: dict[str, Any] = {"lw": 2.6, "color": "black"} if key == model_key else {"lw": 1.3}
+            if row["kind"] == "classical":
+                style["ls"] = "--"
+            label = row["label"].replace("**", "")
+            if row["test_images"] < most:
+                label += f" (first {row['test_images']})"
+            ax.plot(x, row[panel.metric], marker="o", ms=3, label=label, **style)
+        if panel.even_spacing:
+            ax.set_xticks(x, [f"{v:g}" for v in panel.levels])
+        ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, title=panel.title)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 2) // 3), 1, 1))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    ncol = 3 if len(panels) <= 2 else 4
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * ((len(labels) + ncol - 1) // ncol), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_examples(
-    path: Path, model_key: str, clean: np.ndarray, examples: dict[float, tuple[np.ndarray, np.ndarray]]
-) -> None:
-    """Rows: clean, then noisy and denoised at a few levels; columns: the first test images."""
+def plot_examples(path: Path, title: str, panels: Sequence[tuple[str, np.ndarray]]) -> None:
+    """The report's ``examples.png``: one row of images per ``(name, images)`` panel (clean, noisy,
+    denoised...), the same images in every column."""
     plt = _pyplot()
-    shown = [s for s in (0.1, 0.3, 0.5) if s in examples] or list(examples)[:3]
-    n = min(len(clean), *(len(examples[s][0]) for s in shown))
-    panels = [("clean", clean[:n])]
-    for s in shown:
-        noisy, out = examples[s]
-        panels += [(f"noisy s={s:g}", noisy[:n]), (f"denoised s={s:g}", out[:n])]
-    fig, axes = plt.subplots(len(panels), n, figsize=(1.1 * n + 1.2, 1.1 * len(panels)), squeeze=False)
+    n = min(len(images) for _, images in panels)
+    fig, axes = plt.subplots(len(panels), n, figsize=(1.1 * n + 1.8, 1.1 * len(panels)), squeeze=False)
     for r, (name, images) in enumerate(panels):
         for c in range(n):
             ax = axes[r][c]
             ax.imshow(np.clip(images[c], 0, 1), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{model_key}: first {n} test images", fontsize=10)
+        axes[r][0].set_ylabel(name, fontsize=7 if "\n" in name else 8, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{title}: first {n} test images", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-# ---------------------------------------------------------------------------------------------
-# Other noises and own data (training/noise_eval.py): one table per noise kind.
-
-
-def _kind_table(result: dict[str, Any], subset: bool = False) -> str:
-    name = result["level_name"]
-    levels = result["levels"]
-    lines = [
-        "| method | " + " | ".join(f"{name}={v:g}" for v in levels) + " |",
-        "|---|" + "---|" * len(levels),
-    ]
-    n = max(r["test_images"] for r in result["rows"].values())
-    for key, row in result["rows"].items():
-        p, q = (row["subset_psnr"], row["subset_ssim"]) if subset else (row["psnr"], row["ssim"])
-        label = f"**{row['label']}**" if key == next(iter(result["rows"])) else row["label"]
-        if not subset and row["test_images"] != n:
-            label += f" (first {row['test_images']} images)"
-        lines.append(
-            f"| {label} | " + " | ".join(f"{a:.2f} / {b:.3f}" for a, b in zip(p, q, strict=True)) + " |"
-        )
-    return "\n".join(lines)
-
-
-def _tuned(result: dict[str, Any]) -> str:
-    if not result["tuned"]:
+def tuned_table(level_name: str, levels: Sequence[float], tuned: dict[str, list[Any]]) -> str:
+    """The parameters each classical method was tuned to per level ('' when none was tuned)."""
+    if not tuned:
         return ""
-    name = result["level_name"]
-    head = "| method | " + " | ".join(f"{name}={v:g}" for v in result["levels"]) + " |"
-    lines = [head, "|---|" + "---|" * len(result["levels"])]
-    for key, params in result["tuned"].items():
+    head = "| method | " + " | ".join(f"{level_name}={v:g}" for v in levels) + " |"
+    lines = [head, "|---|" + "---|" * len(levels)]
+    for key, params in tuned.items():
         cells = (
             ", ".join(f"{k} {v:.3g}" for k, v in p.items()) if isinstance(p, dict) else f"{p:.3g}"
             for p in params
         )
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return (
-        "Tuned parameters (Gaussian blur: σ in pixels; median: window size; NL-means: h, patch size "
-        "and distance), each on the validation split:\n\n" + "\n".join(lines) + "\n"
-    )
-
-
-def write_noise_markdown(
-    path: Path,
-    card: dict[str, Any],
-    results: Sequence[dict[str, Any]],
-    test_source: str,
-    n: int,
-    command: str,
-) -> None:
-    """The report of a model scored per noise kind: one table per kind, the tuned parameters, plots."""
-    noise = (card.get("noise") or {}).get("description", "gaussian")
-    parts = [
-        f"# {card['id']}: evaluation under the noise it was made for",
-        "",
-        card.get("description", ""),
-        "",
-        f"Trained for: {noise}. Data: `{card['dataset']}`; the first **{n}** test images "
-        f"({test_source}) are scored.",
-        "",
-        "For each kind and level the test images get the noise from a fresh "
-        "`numpy.random.default_rng(1234)` drawn over the whole array (training/noise.py defines each "
-        "kind). PSNR (data range 1) and SSIM (skimage, 7×7 window) are per image, then averaged; every "
-        "network runs as exported (`autoencoder.onnx`, onnxruntime CPU). Classical methods are tuned "
-        "per level by mean PSNR on the first validation images (noise from a fresh `default_rng(999)`); "
-        "the test set is never used for tuning.",
-        "",
-    ]
-    for result in results:
-        parts += [f"## {result['kind']} ({result['level_name']})", ""]
-        if result["baselines_from"] == "cache":
-            parts += [
-                f"Classical rows from `docs/evaluation/baselines-{card['dataset']}.json` (same protocol, "
-                f"same images; BM3D on the first {result['subset_images']}).",
-                "",
-                _kind_table(result),
-                "",
-                f"Paired, every method on the first {result['subset_images']} test images:",
-                "",
-                _kind_table(result, subset=True),
-                "",
-            ]
-        else:
-            parts += [_kind_table(result), "", _tuned(result)]
-    parts += [
-        "## Plots",
-        "",
-        "![PSNR against the noise level, per kind](psnr_vs_noise.png)",
-        "",
-        "![clean, noisy and denoised test images](examples.png)",
-        "",
-        "## Reproduce",
-        "",
-        f"    {command}",
-        "",
-    ]
-    path.write_text("\n".join(parts).rstrip() + "\n")
-
-
-def plot_noise_psnr(path: Path, model_id: str, results: Sequence[dict[str, Any]]) -> None:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4), squeeze=False)
-    for ax, result in zip(axes[0], results, strict=True):
-        x = np.arange(len(result["levels"]))
-        for key, row in result["rows"].items():
-            style: dict[str, Any] = {"lw": 2.6, "color": "black"} if key == model_id else {"lw": 1.2}
-            if row["kind"] == "classical":
-                style["ls"] = "--"
-            ax.plot(x, row["psnr"], marker="o", ms=3, label=row["label"], **style)
-        ax.set_xticks(x, [f"{v:g}" for v in result["levels"]])
-        ax.set(xlabel=f"{result['level_name']} (noisier →)", ylabel="PSNR (dB)", title=result["kind"])
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05 * ((len(labels) + 3) // 4), 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_noise_examples(
-    path: Path, model_id: str, clean: np.ndarray, results: Sequence[dict[str, Any]]
-) -> None:
-    """Rows: clean, then noisy and this model's output at a middle level of each kind."""
-    plt = _pyplot()
-    panels: list[tuple[str, np.ndarray]] = [("clean", clean)]
-    for result in results:
-        level = result["levels"][len(result["levels"]) // 2]
-        shown = result["examples"][level]
-        tag = f"{result['kind']} {result['level_name']}={level:g}"
-        panels += [(f"noisy\n{tag}", shown["noisy"]), (f"denoised\n{tag}", shown[model_id])]
-    n = len(clean)
-    fig, axes = plt.subplots(len(panels), n, figsize=(1.1 * n + 1.8, 1.1 * len(panels)), squeeze=False)
-    for r, (name, images) in enumerate(panels):
-        for c in range(n):
-            axes[r][c].imshow(np.clip(images[c], 0, 1), cmap="gray", vmin=0, vmax=1)
-            axes[r][c].set_xticks([])
-            axes[r][c].set_yticks([])
-        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{model_id}: first {n} test images", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return "\n".join(lines)

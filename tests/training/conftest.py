@@ -68,3 +68,32 @@ def rows_for(values: dict[str, tuple[list[float], list[float]]], n: int = 10) ->
 
 def constant(value: float, n: int = 7) -> list[float]:
     return list(np.full(n, value))
+
+
+def sections(markdown: str) -> dict[str, list[str]]:
+    """A report's lines by section: ``""`` for what precedes the first ``## `` heading."""
+    parts: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            current = line[3:]
+            parts[current] = []
+        else:
+            parts[current].append(line)
+    return parts
+
+
+def stored_model_row(card: dict, label: str) -> dict:
+    """A report row from a card's stored metrics: the means over every test image. The means over
+    the BM3D subset are not stored; the full means stand in for them."""
+    metrics = card["metrics"]
+    return {
+        "label": label,
+        "kind": "model",
+        "arch": card["arch"],
+        "test_images": metrics["test_images"],
+        "psnr": metrics["psnr"],
+        "ssim": metrics["ssim"],
+        "subset_psnr": metrics["psnr"],
+        "subset_ssim": metrics["ssim"],
+    }

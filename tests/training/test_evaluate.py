@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.training.conftest import write_model_dir, write_scale_model
+from tests.conftest import ROOT
+from tests.training.conftest import sections, stored_model_row, write_model_dir, write_scale_model
 from training import protocol
 from training.baselines import compute_baselines, write_json
 from training.data import load_mnist5k
 from training.evaluate import main
-from training.gaussian_eval import Context, EvaluationError
+from training.gaussian_eval import Context, EvaluationError, gaussian_report
 from training.protocol import psnr
+from training.report import check_targets, render
 from training.score import evaluate_onnx, run_onnx
 
 N_TEST = 6
@@ -119,6 +122,13 @@ def test_an_s2d_report_compares_with_the_883b244_unet(tmp_path: Path, evaluation
     assert "**NOT met**: PSNR within 0.3 dB of the U-Net at 883b244" in text  # the identity is far below
     assert "[issue 12]" in text
     assert "| mnist-unet at 883b244 |" in summary.read_text()
+    # The shipped report's layout, written by the same writer: the same sections in the same order.
+    shipped = (ROOT / "models" / "mnist-s2d" / "report" / "README.md").read_text()
+    assert _headings(text) == _headings(shipped)
+
+
+def _headings(markdown: str) -> list[str]:
+    return [re.sub(r"\d+", "N", line) for line in markdown.splitlines() if line.startswith("#")]
 
 
 def test_lesson_rows_are_rescored_when_the_lesson_model_changes(tmp_path: Path, evaluation_dir: Path) -> None:
@@ -145,3 +155,82 @@ def test_a_cache_for_another_test_size_is_refused(evaluation_dir: Path) -> None:
 def test_missing_card_exits_with_a_message_naming_it(tmp_path: Path, evaluation_dir: Path) -> None:
     with pytest.raises(SystemExit, match=r"nowhere/card\.json: missing"):
         main(["--model", str(tmp_path / "nowhere"), "--evaluation-dir", str(evaluation_dir)])
+
+
+GAUSSIAN_SHIPPED = ("mnist-s2d", "mnist-denoise", "mnist-conv", "mnist-dense", "mnist-unet", "fashion-s2d",
+                    "fashion-denoise", "fashion-unet")  # fmt: skip
+
+
+def _table(lines: list[str]) -> dict[str, list[str]]:
+    """A markdown table's rows (header and rule left out): label -> cells."""
+    rows = {}
+    for line in lines:
+        if line.startswith("| ") and not line.startswith(("| method |", "| PSNR (dB) |")):
+            label, *cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[label] = cells
+    return rows
+
+
+def _numbers(cells: list[str]) -> np.ndarray:
+    return np.array([float(x) for c in cells for x in c.split(" / ")])
+
+
+def _same_table(made: dict[str, list[str]], shipped: dict[str, list[str]], stored_exactly: set[str]) -> None:
+    """Rows from the baseline cache read as in the shipped file. Rows from the cards' metrics (means
+    rounded to 4 decimals there) agree within one unit of the shown decimal."""
+    for label, cells in made.items():
+        if label in stored_exactly:
+            assert cells == shipped[label], label
+        else:
+            diff = np.abs(_numbers(cells) - _numbers(shipped[label]))
+            assert diff.max() <= 0.0101, (label, cells, shipped[label])
+
+
+@pytest.mark.parametrize("model_id", GAUSSIAN_SHIPPED)
+def test_a_shipped_report_regenerates_from_the_stored_card_and_baseline_cache(model_id: str) -> None:
+    """Through the one writer, from what the evaluation stored: the card's metrics (every shipped
+    model's means over all test images) and docs/evaluation/baselines-<dataset>.json. The models'
+    means over the BM3D subset are not stored: the paired table's model rows and the targets'
+    closest calls are not compared."""
+    models = ROOT / "models"
+    card = json.loads((models / model_id / "card.json").read_text())
+    dataset = card["dataset"]
+    cache = json.loads((ROOT / "docs" / "evaluation" / f"baselines-{dataset}.json").read_text())
+    rows = {model_id: stored_model_row(card, f"**{model_id}** (this model)")}
+    for other in sorted(models.glob("*/card.json")):
+        peer = json.loads(other.read_text())
+        if peer["id"] != model_id and peer["dataset"] == dataset:
+            rows[peer["id"]] = stored_model_row(peer, peer["id"])
+    rows["lesson"] = {"kind": "lesson", **cache["models"]["lesson"]}
+    rows.update({key: {"kind": "classical", **entry} for key, entry in cache["methods"].items()})
+    targets = check_targets(model_id, rows)
+    sources = (f"docs/evaluation/baselines-{dataset}.json", f"docs/evaluation/lesson-{dataset}/")
+    made = sections(render(gaussian_report(card, rows, cache, targets, card["metrics"]["command"], sources)))
+    shipped = sections((models / model_id / "report" / "README.md").read_text())
+
+    assert list(made) == list(shipped)
+    for same in ("", "Classical parameters, tuned per level by mean PSNR on the validation split", "Plots",
+                 "Reproduce"):  # fmt: skip
+        assert made[same] == shipped[same], same
+    from_cache = {r["label"] for r in rows.values() if r["kind"] != "model"}
+    from_cache |= {f"{label} (first {cache['subset_images']} images)" for label in from_cache}
+    full = f"PSNR (dB) / SSIM, first {cache['test_images']} test images"
+    made_rows, shipped_rows = _table(made[full]), _table(shipped[full])
+    # The same rows in the same order; the shipped table may also hold models removed since.
+    removed = [label for label in shipped_rows if label not in made_rows]
+    assert all(not (models / label).exists() for label in removed), removed
+    assert list(made_rows) == [label for label in shipped_rows if label not in removed]
+    _same_table(made_rows, shipped_rows, from_cache)
+    paired = f"PSNR (dB) / SSIM, first {cache['subset_images']} test images (every method, paired with BM3D)"
+    made_paired = {k: v for k, v in _table(made[paired]).items() if k in from_cache}
+    assert len(made_paired) == len(from_cache) // 2
+    _same_table(made_paired, _table(shipped[paired]), from_cache)
+    target_lines = [line for line in shipped["Targets"] if line.startswith("- **")]
+    assert len(target_lines) == len(targets)
+    for t, line in zip(targets, target_lines, strict=True):
+        assert f"**: {t.text} (" in line and line.endswith(f"[{t.source}]"), line
+    assert made["Targets"][-4:] == shipped["Targets"][-4:]  # the closing paragraph
+    made_ref, shipped_ref = _table(made["Targets"]), _table(shipped["Targets"])  # the 883b244 comparison
+    assert list(made_ref) == list(shipped_ref)
+    numeric = {k: v for k, v in made_ref.items() if not k.startswith("within")}
+    _same_table(numeric, shipped_ref, {label for label in made_ref if "883b244" in label})

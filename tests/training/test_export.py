@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from training.checkpoint import save_checkpoint
-from training.export import PARITY_ATOL, ExportError, export_model, main, parity_tolerance
+from training.export import (
+    PARITY_ATOL,
+    ExportError,
+    build_paths,
+    export_model,
+    main,
+    parity_tolerance,
+    strip_build_info,
+    strip_model_dir,
+)
 from training.models import Autoencoder, Model, build_model, preset
 
 DESCRIPTION = "test model"
@@ -249,3 +260,108 @@ def test_export_refuses_a_card_the_service_would_reject(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="code_range given for a model without a code"):
         _export(build_model(preset("unet")), out, extra={"code_range": {"min": 0.0, "max": 1.0}})
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+TRACE = 'File "/home/someone/venv/lib/python3.11/site-packages/torch/nn/modules/conv.py", line 548'
+
+
+def _traced(message: Any) -> None:
+    """Write what torch's exporter writes: a doc string and node-level stack-trace metadata."""
+    message.doc_string = TRACE
+    if "metadata_props" in message.DESCRIPTOR.fields_by_name:  # not on attributes
+        message.metadata_props.add(key="pkg.torch.onnx.stack_trace", value=TRACE)
+
+
+def _model_with_build_paths() -> onnx.ModelProto:
+    """``denoised = 2 * image`` through a model-local function inside an If's branches, with the
+    exporter's paths on every kind of message that can hold them."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 28, 28])
+    denoised = helper.make_tensor_value_info("denoised", TensorProto.FLOAT, ["batch", 1, 28, 28])
+    twice = helper.make_tensor_value_info("twice", TensorProto.FLOAT, None)
+    branch = helper.make_graph(
+        [helper.make_node("Double", ["image"], ["twice"], domain="local")], "b", [], [twice]
+    )
+    flag = helper.make_tensor("flag", TensorProto.BOOL, [], [True])
+    node = helper.make_node("If", ["flag"], ["denoised"], then_branch=branch, else_branch=branch)
+    graph = helper.make_graph([node], "g", [image], [denoised], [flag])
+    add = helper.make_node("Add", ["x", "x"], ["y"])
+    function = helper.make_function("local", "Double", ["x"], ["y"], [add], [helper.make_opsetid("", 18)])
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+        functions=[function],
+    )
+    model.ir_version = 10
+    g = model.graph
+    traced = [g, g.node[0], g.input[0], g.output[0], g.initializer[0], *g.node[0].attribute]
+    traced += [model.functions[0], model.functions[0].node[0]]
+    for a in g.node[0].attribute:
+        traced += [a.g, a.g.node[0], a.g.output[0]]
+    for message in traced:
+        _traced(message)
+    model.doc_string = DESCRIPTION
+    helper.set_model_props(model, {"model_id": "mnist-s2d", "code_shape": "null"})
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_strip_build_info_removes_paths_everywhere_but_keeps_the_computation_and_the_card_metadata() -> None:
+    model = _model_with_build_paths()
+    assert len(build_paths(model)) > 10
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"image": x})[0]
+    strip_build_info(model)
+    assert build_paths(model) == []
+    data = model.SerializeToString()
+    assert b"site-packages" not in data and b"/home" not in data and b"stack_trace" not in data
+    assert model.doc_string == DESCRIPTION
+    assert {p.key: p.value for p in model.metadata_props} == {"model_id": "mnist-s2d", "code_shape": "null"}
+    after = ort.InferenceSession(data).run(None, {"image": x})[0]
+    assert after.tobytes() == before.tobytes() and np.array_equal(after, 2 * x)
+
+
+def test_build_paths_spots_absolute_paths_but_not_the_cards_prose() -> None:
+    model = _model_with_build_paths()
+    strip_build_info(model)
+    model.graph.name = "C:\\Users\\me\\model"
+    model.graph.node[0].name = "/work/x/training/models.py"
+    assert len(build_paths(model)) == 2
+    model.graph.name = "PSNR / SSIM of a 784-32-784 net, s ~ U[0.0, 0.6] (1/2 of the images)"
+    model.graph.node[0].name = "/encoder/conv1/Conv"  # a name scope, not a path
+    assert build_paths(model) == []
+
+
+def test_strip_rewrites_an_old_export_with_bit_identical_outputs_and_a_card_the_service_loads(
+    denoise_dir: tuple[Path, Model], tmp_path: Path
+) -> None:
+    from service.registry import load_model
+
+    out = tmp_path / "mnist-denoise"
+    shutil.copytree(denoise_dir[0], out)
+    assert strip_model_dir(out) == []  # a fresh export is clean already
+    card = json.loads((out / "card.json").read_text())
+    x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
+    before = _session(out / "autoencoder.onnx").run(None, {"image": x})[0]
+    for name in card["graphs"].values():  # as the exports before strip_build_info left them
+        proto = onnx.load(out / name)
+        for node in proto.graph.node:
+            _traced(node)
+        onnx.save(proto, out / name)
+        card["sha256"][name] = hashlib.sha256((out / name).read_bytes()).hexdigest()
+    (out / "card.json").write_text(json.dumps(card))
+    main(["--strip", str(out)])
+    for name in card["graphs"].values():
+        data = (out / name).read_bytes()
+        assert b"site-packages" not in data and build_paths(onnx.load(out / name)) == [], name
+    stripped = json.loads((out / "card.json").read_text())
+    assert stripped["sha256"] == {
+        f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in card["graphs"].values()
+    }
+    assert stripped["sha256"] != card["sha256"]
+    assert {k: v for k, v in stripped.items() if k != "sha256"} == {
+        k: v for k, v in card.items() if k != "sha256"
+    }
+    after = _session(out / "autoencoder.onnx").run(None, {"image": x})[0]
+    assert after.tobytes() == before.tobytes()
+    model = load_model(out, "cpu")  # the service's own checks: sha256, names, metadata
+    assert model.has_code and set(model.graphs) == {"encoder", "decoder", "autoencoder"}

@@ -1,11 +1,21 @@
-"""Issue 4's targets as checked on report rows, and the tables."""
+"""Issue 4's targets as checked on report rows, the tables, and the one report writer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.training.conftest import constant, rows_for
-from training.report import _params_table, check_targets, reference_table, table
+from training.report import (
+    Report,
+    Section,
+    check_targets,
+    params_table,
+    reference_table,
+    render,
+    table,
+    tuned_table,
+    write_report,
+)
 
 CLASSICAL = ("noisy", "gaussian", "median", "median_tuned", "nl_means", "bm3d")
 
@@ -161,7 +171,7 @@ def _tuned_cache() -> dict:
 
 
 def test_params_table_says_where_each_optimum_fell_and_that_none_is_on_an_edge() -> None:
-    text = _params_table(_tuned_cache())
+    text = params_table(_tuned_cache())
     assert (
         "| median (size tuned per s) | size | 3 (bound, 5) | 5 (3, 7) | first 200 validation images |" in text
     )
@@ -170,7 +180,7 @@ def test_params_table_says_where_each_optimum_fell_and_that_none_is_on_an_edge()
     assert "train" not in text
     cache = _tuned_cache()
     cache["methods"]["median_tuned"]["tuning"][1]["on_grid_edge"] = True
-    assert "these sit on a grid edge: median (size tuned per s) s=0.6" in _params_table(cache)
+    assert "these sit on a grid edge: median (size tuned per s) s=0.6" in params_table(cache)
 
 
 def test_summary_keeps_the_out_of_distribution_section_it_does_not_write(tmp_path: Path) -> None:
@@ -182,3 +192,48 @@ def test_summary_keeps_the_out_of_distribution_section_it_does_not_write(tmp_pat
     text = path.read_text()
     assert "# old summary" not in text and text.startswith("# Evaluation summary")
     assert text.endswith(f"\n{OOD_SECTION}\n\nthe table\n")
+
+
+def test_table_names_other_level_kinds_and_sets_the_model_in_bold() -> None:
+    rows = _mnist_rows(20.0, 0.9)
+    rows["bm3d"]["test_images"] = 3
+    rows["bm3d"]["subset_psnr"] = constant(21.0)
+    text = table(rows, [0.01, 0.3, 1, 2, 3, 4, 5], level_name="p", bold_first=True)
+    assert text.startswith("| method | p=0.01 | p=0.3 | p=1 |")
+    assert "| **mnist-denoise** | 20.00 / 0.900 |" in text and "| lesson | 18.00 / 0.800 |" in text
+    paired = table(rows, [0.05] * 7, subset=3, bold_first=True)
+    assert "| bm3d | 21.00 / 0.700 |" in paired  # the subset means, and no "(first 3 images)"
+
+
+def test_tuned_table_lists_each_methods_parameters_per_level() -> None:
+    text = tuned_table(
+        "peak", [100, 2], {"gaussian": [{"sigma": 0.4}, {"sigma": 1.25}], "median_tuned": [3.0, 5.0]}
+    )
+    assert text.splitlines() == [
+        "| method | peak=100 | peak=2 |",
+        "|---|---|---|",
+        "| gaussian | sigma 0.4 | sigma 1.25 |",
+        "| median_tuned | 3 | 5 |",
+    ]
+    assert tuned_table("p", [0.1], {}) == ""
+
+
+def test_one_writer_puts_title_intro_sections_plots_and_command_in_order(tmp_path: Path) -> None:
+    report = Report(
+        title="mnist-x: evaluation",
+        intro=["One sentence.", "", "A paragraph\nover two lines."],
+        sections=[Section("Table", ["| a |\n|---|", "after the table\n"]), Section("Empty", [""])],
+        plots=[("PSNR", "psnr_vs_noise.png"), ("images", "examples.png")],
+        command="python -m training.evaluate --model models/mnist-x",
+        notes=["Baselines from somewhere."],
+    )
+    path = tmp_path / "README.md"
+    write_report(path, report)
+    assert path.read_text() == render(report)
+    assert path.read_text() == (
+        "# mnist-x: evaluation\n\nOne sentence.\n\nA paragraph\nover two lines.\n\n"
+        "## Table\n\n| a |\n|---|\n\nafter the table\n\n## Empty\n\n"
+        "## Plots\n\n![PSNR](psnr_vs_noise.png)\n\n![images](examples.png)\n\n"
+        "## Reproduce\n\n    python -m training.evaluate --model models/mnist-x\n\n"
+        "Baselines from somewhere.\n"
+    )

@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import fashion_dir_or_skip
 from training import protocol
 from training.data import load_dataset
+from training.export import build_paths
 from training.protocol import psnr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +118,16 @@ def test_files_match_their_sha256_and_stay_small(model_id: str) -> None:
         assert hashlib.sha256(data).hexdigest() == card["sha256"][file], file
         total += len(data)
     assert total < 1_000_000, f"{model_id}: graphs take {total} bytes"
+
+
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_graphs_carry_no_build_path(model_id: str) -> None:
+    """Neither this machine's paths nor an installed package's (`python -m training.export --strip`)."""
+    for file in _card(model_id)["graphs"].values():
+        path = MODELS / model_id / file
+        data = path.read_bytes()
+        assert not [w for w in (b"/work", b"/tmp", b"/home", b"site-packages", b'File "') if w in data], path
+        assert build_paths(onnx.load(path)) == [], path
 
 
 @pytest.mark.parametrize("model_id", SHIPPED)
