@@ -93,14 +93,17 @@ def test_garments_sent_to_a_digit_model_are_flagged_and_digits_are_not(
     assert flags["digits"].mean() >= 0.95, f"{(~flags['digits']).sum()} of {N} test digits flagged"
 
 
+# The default (pictures scored per batch on the event loop) and the one model whose /denoise view
+# also reads the code (its encoder runs beside the autoencoder).
+@pytest.mark.parametrize("model", [MNIST_MODEL, "fashion-denoise"])
 def test_served_scores_are_the_cards_calibration_applied_to_the_upload(
-    served: httpx.Client, models_dir: Path, garments: np.ndarray, digits8: np.ndarray
+    served: httpx.Client, models_dir: Path, garments: np.ndarray, digits8: np.ndarray, model: str
 ) -> None:
     images = np.concatenate([garments[:10], digits8[:10]])
-    answer = served.post("/denoise/batch", params={"model": MNIST_MODEL}, files=_files(images))
+    answer = served.post("/denoise/batch", params={"model": model}, files=_files(images))
     assert answer.status_code == 200, answer.text
     fields = [item["ood"] for item in answer.json()]
-    expected = _card_score(models_dir, MNIST_MODEL, "denoise", images)
+    expected = _card_score(models_dir, model, "denoise", images)
     assert [f["in_distribution"] for f in fields] == expected.in_distribution.tolist()
     assert np.allclose([f["percentile"] for f in fields], expected.percentile, atol=0.02)
 

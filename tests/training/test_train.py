@@ -40,8 +40,9 @@ def test_dry_run_trains_checkpoints_and_exports(tmp_path: Path) -> None:
     }
     card = json.loads((out / "card.json").read_text())
     assert card["id"] == "mnist-conv"
-    # Calibrated on the validation split: /denoise over the code and the pictures, /encode the code.
-    assert card["ood"]["views"]["denoise"]["signals"] == ["code", "pictures"]
+    # Calibrated on the validation split: a digit model's /denoise over the pictures (its code added
+    # nothing there, training.calibrate.PICTURES_ONLY_DATASETS), /encode over the code.
+    assert card["ood"]["views"]["denoise"]["signals"] == ["pictures"]
     assert card["ood"]["views"]["encode"]["signals"] == ["code"]
     assert card["ood"]["calibrated_on"]["images"] == 500
     assert card["config"]["train"]["arch"] == "conv"
