@@ -168,7 +168,7 @@ class ServiceState:
         """For an autoencoder whose ``denoise`` score reads only the input and the output: the score
         of a whole batch, run on the event loop when the graph's call returns (the batcher's
         ``finish``). Scored one request at a time it cost a fifth of /denoise's throughput; in the
-        inference thread it lengthened the busiest thread's work and lost 23 % at concurrency 32;
+        inference thread it lengthened the busiest thread's work (0.70-0.77x at concurrency 32);
         here the event loop, which has time to spare, does it (docs/benchmarks.md)."""
         calibration = model.ood
         if (
