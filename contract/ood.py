@@ -113,7 +113,8 @@ def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
         np.abs(np.diff(x, axis=2))[:, : side - 1, :].sum(axis=(1, 2))
         + np.abs(np.diff(x, axis=1))[:, :, : side - 1].sum(axis=(1, 2))
     ) * (1.0 / (side * side))
-    log_ink, log_edge = np.log(ink + _STROKE_EPS), np.log(edge + _STROKE_EPS)
+    # A graph's output may dip below 0: its mean ink is held at 0 so that the log stays finite.
+    log_ink, log_edge = np.log(np.maximum(ink, 0.0) + _STROKE_EPS), np.log(edge + _STROKE_EPS)
     return np.concatenate(
         [
             pooled.reshape(n, cells * cells) * (1.0 / (pool * pool)),

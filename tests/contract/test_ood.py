@@ -154,3 +154,8 @@ def test_load_refuses_an_unknown_signal_and_returns_none_without_a_block(tmp_pat
     with pytest.raises(ood.CalibrationError, match="denoise"):
         ood.load(tmp_path, card)
     assert ood.load(tmp_path, {"id": "toy"}) is None
+
+
+def test_descriptor_stays_finite_when_an_output_dips_below_zero() -> None:
+    dark = np.full((1, 28, 28), -0.01, np.float32)  # what an unclamped graph may give for black
+    assert np.isfinite(ood.descriptor(dark)).all()
