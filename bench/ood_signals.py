@@ -152,12 +152,6 @@ def _pool(x: np.ndarray, p: int) -> np.ndarray:
     return x.reshape(n, c, p, 28).sum(axis=2).reshape(n, c, c, p).sum(axis=3).reshape(n, c * c) / (p * p)
 
 
-def _shares(x: np.ndarray) -> np.ndarray:
-    edges = np.asarray(ood.HISTOGRAM_EDGES, dtype=np.float32)
-    above = np.count_nonzero(x.reshape(len(x), 1, 784) > edges[None, :, None], axis=2)
-    return (above / 784).astype(np.float32)
-
-
 def _gradient(x: np.ndarray) -> np.ndarray:
     """|dx| + |dy| per pixel (the last row and column left at zero)."""
     g = np.zeros_like(x)
@@ -165,22 +159,17 @@ def _gradient(x: np.ndarray) -> np.ndarray:
     return g
 
 
-def _stroke(x: np.ndarray) -> np.ndarray:
-    """log ink, log edge length, and their ratio (thin strokes have much edge per unit of ink)."""
-    ink, edge = np.log(x.mean(axis=(1, 2)) + 1e-3), np.log(_gradient(x).mean(axis=(1, 2)) + 1e-3)
-    return np.stack([ink, edge, edge - ink], axis=1)
-
-
-def _shipped(x: np.ndarray, *more: np.ndarray) -> np.ndarray:
-    return np.concatenate([_pool(x, 4), _shares(x), *more], 1)
+def _version_1(x: np.ndarray, pool: int = 4) -> np.ndarray:
+    """contract.ood's descriptor without the three stroke statistics version 2 added last."""
+    return ood.descriptor(x, pool=pool)[:, :-3]
 
 
 DESCRIPTORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "7x7 pooled + grey levels (version 1)": _shipped,
-    "14x14 pooled + grey levels": lambda x: np.concatenate([_pool(x, 2), _shares(x)], 1),
-    "version 1 + pooled gradient": lambda x: _shipped(x, _pool(_gradient(x), 4)),
-    "version 1 + row and column profiles": lambda x: _shipped(x, x.mean(1), x.mean(2)),
-    "version 1 + stroke statistics (version 2)": lambda x: _shipped(x, _stroke(x)),
+    "7x7 pooled + grey levels (version 1)": _version_1,
+    "14x14 pooled + grey levels": lambda x: _version_1(x, pool=2),
+    "version 1 + pooled gradient": lambda x: np.concatenate([_version_1(x), _pool(_gradient(x), 4)], 1),
+    "version 1 + row and column profiles": lambda x: np.concatenate([_version_1(x), x.mean(1), x.mean(2)], 1),
+    "version 1 + stroke statistics (version 2)": ood.descriptor,
 }
 # k-means clusters of the shared-covariance distance; "nn": every fitted vector is a centre (1-NN).
 DENSITIES: tuple[int | str, ...] = (10, 50, 200, "nn")
