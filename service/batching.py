@@ -65,6 +65,22 @@ class _Pending:
     enqueued: float
 
 
+@dataclass
+class _Computed:
+    """A batch ``fn`` has run: its inputs, outputs (the finish hook replaces them), and timing."""
+
+    inputs: np.ndarray
+    outputs: Any
+    started: float
+    run_seconds: float
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(exc)
+
+
 class Batcher:
     """Collects concurrent :meth:`submit` calls into batches for ``fn``; see the module docstring."""
 
@@ -95,6 +111,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._not_empty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._finishing: set[asyncio.Task[None]] = set()  # batches computed, their finish hook not run
         self._running = False
         self._active = 0  # batches taken off the queue whose callers have not all been answered yet
 
@@ -120,9 +137,10 @@ class Batcher:
     async def stop(self) -> None:
         """Stop the workers; requests still waiting fail with :class:`BatcherClosed`."""
         self._running = False
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._finishing]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
         while self._queue:
             pending = self._queue.popleft()
@@ -200,37 +218,71 @@ class Batcher:
         while True:
             batch = await self._collect()
             try:
-                await self._run(loop, batch)
-            finally:
+                outputs = await self._compute(loop, batch)
+            except BaseException:
                 self._active -= 1
+                raise
+            if outputs is None or self._finish is None:
+                self._active -= 1
+                continue
+            # The finish hook (a batch's scores) runs on the event loop while this worker collects
+            # and starts the next batch: waited for here, it left the inference thread idle for
+            # as long as it took (docs/benchmarks.md, "Where the score runs").
+            task = asyncio.create_task(self._complete(batch, outputs))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        """Run one collected batch and answer each of its callers."""
+    async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> _Computed | None:
+        """Run ``fn`` on one collected batch; without a finish hook, answer its callers too.
+
+        None when there is nothing more to do for the batch (empty, failed, or answered)."""
         if not batch:
-            return
+            return None
         inputs = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._fn, inputs)
-            if self._finish is not None:
-                outputs = self._finish(inputs, outputs)
-            columns = outputs if isinstance(outputs, tuple) else (outputs,)
-            for column in columns:
-                if len(column) != len(inputs):
-                    raise BatchSizeMismatch(
-                        f"{self.name}: returned {len(column)} outputs for {len(inputs)} inputs"
-                    )
         except asyncio.CancelledError:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(BatcherClosed(f"{self.name}: shutting down"))
+            _fail(batch, BatcherClosed(f"{self.name}: shutting down"))
             raise
         except Exception as exc:
             logger.exception("%s: batch of %d failed", self.name, len(inputs))
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-            return
+            _fail(batch, exc)
+            return None
+        computed = _Computed(inputs, outputs, started, time.perf_counter() - started)
+        if self._finish is not None:
+            return computed
+        try:
+            self._answer(batch, computed)
+        except Exception as exc:
+            logger.exception("%s: batch of %d failed", self.name, len(inputs))
+            _fail(batch, exc)
+        return None
+
+    async def _complete(self, batch: list[_Pending], computed: _Computed) -> None:
+        """Run the finish hook on a computed batch and answer its callers (a task of its own)."""
+        try:
+            assert self._finish is not None
+            computed.outputs = self._finish(computed.inputs, computed.outputs)
+            self._answer(batch, computed)
+        except asyncio.CancelledError:
+            _fail(batch, BatcherClosed(f"{self.name}: shutting down"))
+            raise
+        except Exception as exc:
+            logger.exception("%s: batch of %d failed", self.name, len(computed.inputs))
+            _fail(batch, exc)
+        finally:
+            self._active -= 1
+
+    def _answer(self, batch: list[_Pending], computed: _Computed) -> None:
+        """Hand each caller exactly its own rows, or fail them all if the row counts do not match."""
+        inputs, outputs = computed.inputs, computed.outputs
+        columns = outputs if isinstance(outputs, tuple) else (outputs,)
+        for column in columns:
+            if len(column) != len(inputs):
+                raise BatchSizeMismatch(
+                    f"{self.name}: returned {len(column)} outputs for {len(inputs)} inputs"
+                )
         offset = 0
         for p in batch:
             n = len(p.rows)
@@ -245,7 +297,7 @@ class Batcher:
                 name=self.name,
                 rows=len(inputs),
                 requests=len(batch),
-                queue_waits=tuple(started - p.enqueued for p in batch),
-                run_seconds=time.perf_counter() - started,
+                queue_waits=tuple(computed.started - p.enqueued for p in batch),
+                run_seconds=computed.run_seconds,
             )
             self._on_batch(stats)

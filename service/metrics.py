@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -72,6 +75,8 @@ class Metrics:
             buckets=_OOD_BUCKETS,
             registry=r,
         )
+        # (model, view) → its labelled histogram: ``labels()`` costs half of an observation.
+        self._ood_children: dict[tuple[str, str], Any] = {}
         self.queue_depth = Gauge(
             "ae_queue_depth", "Requests waiting in the batcher, by graph.", ["graph"], registry=r
         )
@@ -83,6 +88,14 @@ class Metrics:
         wait = self.queue_wait.labels(stats.name)
         for seconds in stats.queue_waits:
             wait.observe(seconds)
+
+    def observe_ood(self, model_id: str, view: str, percentiles: Iterable[float]) -> None:
+        """One observation per scored image."""
+        child = self._ood_children.get((model_id, view))
+        if child is None:
+            child = self._ood_children[(model_id, view)] = self.ood_percentile.labels(model_id, view)
+        for p in percentiles:
+            child.observe(float(p))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

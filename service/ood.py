@@ -100,7 +100,5 @@ async def score(
         if "output" in needs and outputs is None:
             outputs = await state.infer(model, AUTOENCODER, images)
         scores = calibration.score(view, images, outputs=outputs, codes=codes)
-    histogram = state.metrics.ood_percentile.labels(model.id, view)
-    for p in scores.percentile:
-        histogram.observe(float(p))
+    state.metrics.observe_ood(model.id, view, scores.percentile)
     return Outcome(model, view, scores)

@@ -48,6 +48,20 @@ def test_descriptor_pools_pixels_and_counts_grey_levels() -> None:
     )
 
 
+@pytest.mark.parametrize("pool", [4, 2])
+def test_descriptor_matches_plain_cell_means_and_neighbour_differences(pool: int) -> None:
+    x = np.random.default_rng(3).random((5, 28, 28), dtype=np.float32)
+    cells = 28 // pool
+    d = ood.descriptor(x, pool=pool)
+    means = x.reshape(5, cells, pool, cells, pool).mean(axis=(2, 4)).reshape(5, -1)
+    assert np.allclose(d[:, : cells * cells], means, atol=1e-6)
+    edge = (
+        np.abs(np.diff(x, axis=2))[:, :27, :].sum(axis=(1, 2))
+        + np.abs(np.diff(x, axis=1))[:, :, :27].sum(axis=(1, 2))
+    ) / 784
+    assert np.allclose(d[:, -2], np.log(edge + 1e-3), atol=1e-6)
+
+
 def test_thin_strokes_have_more_edge_per_ink_than_a_filled_shape() -> None:
     stroke = np.zeros((1, 28, 28), np.float32)
     stroke[0, 4:24, 13:15] = 1.0  # a "1": 40 pixels of pen

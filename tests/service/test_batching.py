@@ -226,3 +226,33 @@ async def test_a_failing_finish_fails_its_batch_and_the_batcher_keeps_working() 
         np.testing.assert_array_equal(await batcher.submit(np.ones((1, 3))), np.full((1, 3), 2.0))
     finally:
         await batcher.stop()
+
+
+async def test_the_next_batch_is_computing_while_a_finish_runs() -> None:
+    # Two one-row batches are waiting. While the first one's finish hook runs (on the event loop),
+    # the second must already be in the function: a finish waited for in line would leave the
+    # inference thread idle for as long as the scores take.
+    second_started = threading.Event()
+    overlapped: list[bool] = []
+
+    def fn(rows: np.ndarray) -> np.ndarray:
+        if rows[0, 0] == 2.0:
+            second_started.set()
+        return rows
+
+    def finish(rows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        if rows[0, 0] == 1.0:
+            overlapped.append(second_started.wait(timeout=2.0))
+        return outputs
+
+    batcher = Batcher(fn, name="test", max_batch_size=1, max_wait_s=0.0, max_queue=8, finish=finish)
+    batcher.start()
+    try:
+        first, second = await asyncio.gather(
+            batcher.submit(np.full((1, 1), 1.0)), batcher.submit(np.full((1, 1), 2.0))
+        )
+        assert overlapped == [True]
+        assert float(first[0, 0]) == 1.0 and float(second[0, 0]) == 2.0
+        assert batcher.idle
+    finally:
+        await batcher.stop()
