@@ -52,6 +52,11 @@ class ModelConfig:
     lowres_width: int = 32
     lowres_convs: int = 6
     fullres_width: int = 8
+    # s2d: 0, or the channels of a 7x7 level between the first half of the 14x14 convs and the
+    # rest: a strided conv down, `deep_convs` 3x3 convs, a 1x1 conv and a pixel-shuffle back up,
+    # added to the 14x14 features. Twice the context of the 14x14 convs for little cost.
+    deep_width: int = 0
+    deep_convs: int = 2
     norm: Literal["none", "batch"] = "none"
     # "glorot": Keras' default (Glorot-uniform weights, zero bias), which the lesson relies on;
     # "default": PyTorch's own (Kaiming-uniform), better suited to ReLU stacks with BatchNorm.
@@ -287,16 +292,38 @@ class S2DNet(nn.Module):
         self.config = cfg
         if cfg.lowres_convs < 1:
             raise ValueError("s2d needs at least one low-resolution conv")
-        f = cfg.fullres_width
+        f, width = cfg.fullres_width, cfg.lowres_width
+        self.lowres_in: nn.Sequential | None = None
+        self.deep: nn.Sequential | None = None
+        convs, c_in = cfg.lowres_convs, 4
+        if cfg.deep_width:
+            if cfg.lowres_convs < 2 or cfg.deep_convs < 1:
+                raise ValueError("s2d with a 7x7 level needs at least two 14x14 convs and one 7x7 conv")
+            self.lowres_in = nn.Sequential(*_stage(4, width, cfg.lowres_convs // 2, cfg.norm))
+            # Down: a strided 3x3 conv; up: a 1x1 conv to 4x the channels and a pixel-shuffle (a
+            # learned 2x2 transposed conv). Both are cheap next to the 14x14 convs.
+            down = nn.Conv2d(width, cfg.deep_width, 3, stride=2, padding=1, bias=cfg.norm != "batch")
+            self.deep = nn.Sequential(
+                down,
+                *([nn.BatchNorm2d(cfg.deep_width)] if cfg.norm == "batch" else []),
+                nn.ReLU(),
+                *_stage(cfg.deep_width, cfg.deep_width, cfg.deep_convs, cfg.norm),
+                nn.Conv2d(cfg.deep_width, 4 * width, 1),
+            )
+            convs, c_in = cfg.lowres_convs - cfg.lowres_convs // 2, width
         self.lowres = nn.Sequential(
-            *_stage(4, cfg.lowres_width, cfg.lowres_convs, cfg.norm),
-            nn.Conv2d(cfg.lowres_width, 4 * f, 3, padding=1),
+            *_stage(c_in, width, convs, cfg.norm),
+            nn.Conv2d(width, 4 * f, 3, padding=1),
         )
         self.fullres = nn.Sequential(nn.Conv2d(1, f, 3, padding=1), nn.ReLU())
         self.head = nn.Sequential(*_conv_block(2 * f, f, cfg.norm), nn.Conv2d(f, 1, 3, padding=1))
 
     def noise(self, image: Tensor) -> Tensor:
-        low = F.pixel_shuffle(self.lowres(F.pixel_unshuffle(image, 2)), 2)
+        h = F.pixel_unshuffle(image, 2)
+        if self.lowres_in is not None and self.deep is not None:
+            h = self.lowres_in(h)
+            h = h + F.pixel_shuffle(self.deep(h), 2)
+        low = F.pixel_shuffle(self.lowres(h), 2)
         return self.head(torch.cat([self.fullres(image), low], dim=1))
 
     def raw(self, image: Tensor) -> Tensor:

@@ -137,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lowres-width", type=int, help="s2d: channels of the 14x14 convs")
     p.add_argument("--lowres-convs", type=int, help="s2d: number of 14x14 convs")
     p.add_argument("--fullres-width", type=int, help="s2d: channels of the 28x28 path and output convs")
+    p.add_argument("--deep-width", type=int, help="s2d: channels of a 7x7 level (0: none, the default)")
+    p.add_argument("--deep-convs", type=int, help="s2d: number of 7x7 convs (with --deep-width)")
     p.add_argument("--description", help="one sentence for the model card")
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (per-epoch lines are still logged)"
@@ -192,11 +194,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
     model_cfg = preset(args.arch, lesson=args.lesson)
     arch_overrides = {
         name: getattr(args, name)
-        for name in ("lowres_width", "lowres_convs", "fullres_width")
+        for name in ("lowres_width", "lowres_convs", "fullres_width", "deep_width", "deep_convs")
         if getattr(args, name, None) is not None
     }
     if arch_overrides and args.arch != "s2d":
-        raise SystemExit("--lowres-width, --lowres-convs and --fullres-width apply to --arch s2d only")
+        raise SystemExit(
+            "--lowres-width, --lowres-convs, --fullres-width, --deep-width and --deep-convs "
+            "apply to --arch s2d only"
+        )
     return cfg, replace(model_cfg, **arch_overrides)
 
 

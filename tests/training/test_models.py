@@ -114,9 +114,11 @@ def test_config_from_dict_rejects_unknown_fields() -> None:
         ModelConfig.from_dict({"arch": "dense", "dropout": 0.5})
 
 
-@pytest.mark.parametrize("fullres", [8, 12])
-def test_s2d_subtracts_its_noise_estimate_and_clamps(fullres: int) -> None:
-    model = build_model(replace(preset("s2d"), fullres_width=fullres)).eval()
+@pytest.mark.parametrize(
+    "overrides", [{"fullres_width": 8}, {"fullres_width": 12}, {"deep_width": 16, "lowres_convs": 4}]
+)
+def test_s2d_subtracts_its_noise_estimate_and_clamps(overrides: dict[str, int]) -> None:
+    model = build_model(replace(preset("s2d"), **overrides)).eval()
     assert isinstance(model, S2DNet)
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
@@ -147,3 +149,24 @@ def test_unet_subtracts_its_noise_estimate_and_clamps() -> None:
     with torch.no_grad():
         expected = torch.clamp(x - model.noise(x), 0, 1)
         assert torch.equal(model(x), expected)
+
+
+def test_the_s2d_7x7_level_widens_what_an_output_pixel_sees() -> None:
+    # One input pixel changed at (4, 4): without the 7x7 level, 6 convs at 14x14 plus the 28x28
+    # convs cannot reach (27, 27); through the 7x7 level's strided conv and two convs it can.
+    torch.manual_seed(1)
+    x = torch.rand(1, 1, 28, 28)  # not zeros: every ReLU passes something on
+    y = x.clone()
+    y[0, 0, 4, 4] += 1.0
+    reach = {}
+    for deep in (0, 16):
+        torch.manual_seed(0)
+        model = build_model(replace(preset("s2d"), deep_width=deep, deep_convs=2)).eval()
+        with torch.no_grad():
+            reach[deep] = float((model.noise(y) - model.noise(x)).abs()[0, 0, 27, 27])
+    assert reach[0] == 0.0 and reach[16] > 0.0
+
+
+def test_s2d_refuses_a_7x7_level_without_14x14_convs_around_it() -> None:
+    with pytest.raises(ValueError, match="7x7 level"):
+        build_model(replace(preset("s2d"), deep_width=16, lowres_convs=1))
