@@ -7,13 +7,22 @@ from onnx's shape inference.
 
     .venv/bin/python -m bench.denoisers                           # the shipped denoisers
     .venv/bin/python -m bench.denoisers --models mnist-unet mnist-s2d --reference mnist-unet
+
+``--candidate LABEL ARCH [FIELD=VALUE ...]`` adds an untrained network of the shipped preset of ARCH
+with those ModelConfig fields changed (exported to a temporary folder; its speed does not depend on
+its weights), to price an architecture before training it:
+
+    .venv/bin/python -m bench.denoisers --models fashion-unet fashion-s2d --reference fashion-unet \
+        --candidate s2d-7x7 s2d deep_width=32 deep_convs=2 lowres_convs=4
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +78,37 @@ def window(session: ort.InferenceSession, feed: dict[str, np.ndarray], batch: in
             return runs * batch / elapsed
 
 
+def export_candidate(spec: list[str], folder: Path) -> Path:
+    """``[label, arch, field=value, ...]`` → the path of that untrained network's ONNX graph."""
+    import torch
+
+    from training.models import ModelConfig, build_model, preset
+
+    if len(spec) < 2:
+        raise SystemExit("--candidate needs a label and an arch, then FIELD=VALUE pairs")
+    label, arch, *pairs = spec
+    known = {f.name: f.type for f in fields(ModelConfig)}
+    changes: dict[str, object] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in known or not value:
+            raise SystemExit(f"--candidate {label}: {pair!r} is not FIELD=VALUE of a ModelConfig field")
+        changes[name] = int(value) if value.lstrip("-").isdigit() else value
+    torch.manual_seed(0)
+    model = build_model(replace(preset(arch), **changes)).eval()  # type: ignore[arg-type]
+    path = folder / f"{label}.onnx"
+    torch.onnx.export(
+        model,
+        (torch.rand(1, 1, 28, 28),),
+        str(path),
+        input_names=["image"],
+        output_names=["denoised"],
+        dynamic_axes={"image": {0: "batch"}, "denoised": {0: "batch"}},
+        dynamo=False,
+    )
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,9 +119,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one timed window")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (median)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--candidate",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="LABEL ARCH FIELD=VALUE",
+        help="an untrained network to time beside the models (repeatable)",
+    )
     args = parser.parse_args()
 
     paths = {m: (Path(m) if "/" in m else MODELS / m) / "autoencoder.onnx" for m in args.models}
+    scratch = tempfile.TemporaryDirectory(prefix="ae-candidates-")
+    for spec in args.candidate:
+        paths[spec[0]] = export_candidate(spec, Path(scratch.name))
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"no such graph: {', '.join(missing)}")

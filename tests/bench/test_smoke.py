@@ -67,6 +67,32 @@ def test_denoisers_compares_graphs_side_by_side(tmp_path: Path) -> None:
     assert results["mnist-unet"]["ratio1"] == 1.0 and results["mnist-denoise"]["batch32"] > 0
 
 
+def test_denoisers_prices_an_untrained_candidate_beside_the_models(tmp_path: Path) -> None:
+    out = _run(
+        "denoisers",
+        "--models",
+        "mnist-unet",
+        "mnist-s2d",
+        "--candidate",
+        "s2d-7x7",
+        "s2d",
+        "deep_width=32",
+        "lowres_convs=4",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.05",
+        "--batches",
+        "1",
+        json_out=tmp_path / "d.json",
+    )
+    results = json.loads((tmp_path / "d.json").read_text())["results"]
+    # The shipped s2d's multiply-adds, and the candidate's: two 14x14 convs fewer, a 7x7 level more.
+    assert results["mnist-s2d"]["mflop"] == pytest.approx(24.2, abs=0.1)
+    assert results["s2d-7x7"]["mflop"] == pytest.approx(20.0, abs=0.1)
+    assert "| s2d-7x7 |" in out and results["s2d-7x7"]["batch1"] > 0
+
+
 def test_throughput_measures_echo_denoise_and_efficiency(wrk: None, tmp_path: Path) -> None:
     out = _run(
         "throughput", "--concurrency", "8", "--seconds", "1", "--rounds", "1", json_out=tmp_path / "t.json"
