@@ -16,6 +16,12 @@ insiders past each candidate's 99.5th percentile.
 ``pictures`` signal (docs/evaluation.md, "Descriptors and density models tried"):
 
     python -m bench.ood_signals --descriptors models/fashion-s2d models/mnist-s2d
+
+``--internal`` tries, instead, the denoiser's own features: the spatial mean of every ReLU's output
+in the autoencoder graph (one vector per layer, no extra graph run), each as a distance alone, with
+8 noise bins, and beside the pictures (docs/evaluation/ood_descriptors.md):
+
+    python -m bench.ood_signals --internal models/fashion-s2d
 """
 
 from __future__ import annotations
@@ -49,13 +55,55 @@ FEATURES: dict[str, Features] = {
 FIT: Callable[[str, np.ndarray], ood.Distance] = lambda name, vectors: ood.fit_distance(vectors)  # noqa: E731
 
 
+class PooledTap:
+    """The spatial mean of one intermediate tensor of an autoencoder graph, ``[n, channels]``."""
+
+    def __init__(self, graph: Path, tap: str) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper, numpy_helper
+
+        proto = onnx.load(str(graph))
+        axes = f"{tap}__axes"
+        proto.graph.initializer.append(numpy_helper.from_array(np.array([2, 3], np.int64), axes))
+        proto.graph.node.append(helper.make_node("ReduceMean", [tap, axes], [f"{tap}__mean"], keepdims=0))
+        proto.graph.output.append(helper.make_tensor_value_info(f"{tap}__mean", onnx.TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        self._output = f"{tap}__mean"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        x = images.reshape(-1, 1, 28, 28).astype(np.float32)
+        return np.concatenate(
+            [
+                self._session.run([self._output], {"image": x[i : i + cal.BATCH]})[0]
+                for i in range(0, len(x), cal.BATCH)
+            ]
+        )
+
+
+def relu_taps(graph: Path) -> list[str]:
+    import onnx
+
+    return [node.output[0] for node in onnx.load(str(graph)).graph.node if node.op_type == "Relu"]
+
+
+INTERNAL = False
+
+
 class Model:
     """The graphs of one model (and a side encoder), the fitted distances, its signals."""
 
     def __init__(self, model_dir: Path, card: dict, train: np.ndarray) -> None:
         self.ae = cal.Graph(model_dir / "autoencoder.onnx")
-        self.encoders: dict[str, cal.Graph] = {}
-        if card.get("code_shape"):
+        self.encoders: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+        if INTERNAL:
+            for tap in relu_taps(model_dir / "autoencoder.onnx"):
+                self.encoders[f"pooled {tap}"] = PooledTap(model_dir / "autoencoder.onnx", tap)
+        elif card.get("code_shape"):
             self.encoders["code"] = cal.Graph(model_dir / "encoder.onnx")
         elif card["dataset"] in SIDE:
             self.encoders["side code"] = cal.Graph(Path(SIDE[card["dataset"]]) / "encoder.onnx")
@@ -102,6 +150,16 @@ def candidates(code: str | None) -> dict[str, tuple[tuple[str, ...], int]]:
     return c
 
 
+def internal_candidates(taps: list[str]) -> dict[str, tuple[tuple[str, ...], int]]:
+    """name → (signals, noise bins) for ``--internal``: the pictures, then each pooled layer."""
+    c: dict[str, tuple[tuple[str, ...], int]] = {"pictures (input+output)": (("pictures (input+output)",), 1)}
+    for tap in taps:
+        c[tap] = ((tap,), 1)
+        c[f"{tap}, 8 noise bins"] = ((tap,), 8)
+        c[f"{tap} + pictures (input+output)"] = ((tap, "pictures (input+output)"), 1)
+    return c
+
+
 def run(model_dir: Path) -> None:
     card = json.loads((model_dir / "card.json").read_text())
     dataset = card["dataset"]
@@ -117,7 +175,7 @@ def run(model_dir: Path) -> None:
         "inverted": outsiders.inverted(score_part),
     }
     code = next(iter(model.encoders), None)
-    cands = candidates(code)
+    cands = internal_candidates(list(model.encoders)) if INTERNAL else candidates(code)
     parts = [model.signals(cal.corrupt("gaussian", fit_part, s, 900 + i)) for i, s in enumerate(LEVELS)]
     fit_values = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
     fit_sigma = np.concatenate([p[1] for p in parts])
@@ -207,7 +265,13 @@ def main() -> None:
     parser.add_argument(
         "--descriptors", action="store_true", help="compare picture descriptors and density models"
     )
+    parser.add_argument(
+        "--internal", action="store_true", help="try the spatial means of the graph's ReLU outputs"
+    )
     args = parser.parse_args()
+    if args.internal:
+        global INTERNAL
+        INTERNAL = True
     if args.descriptors:
         use_descriptor_candidates()
     for model_dir in args.models:
