@@ -3,7 +3,8 @@
 Knows neither HTTP nor ONNX. A :class:`Batcher` wraps a function ``f(rows) -> rows`` that maps an
 array whose first axis is the batch to an array with as many rows (an ONNX graph, here), or to a
 tuple of such arrays. An optional ``finish(rows, outputs)`` runs on the event loop once per batch
-when ``f`` has returned (the out-of-distribution scores of a batch) and may return such a tuple. Callers
+when ``f`` has returned (the out-of-distribution scores of a batch) and may return such a tuple; it
+runs in a task of its own, so that the next batch is already in ``f`` meanwhile. Callers
 ``await batcher.submit(rows)``; worker tasks collect pending requests until ``max_batch_size`` rows
 or ``max_wait_s`` after the first one, call ``f`` once on the concatenation in an executor thread
 (never on the event loop), and hand each caller exactly its own slice of the result. As in LitServe,
@@ -227,7 +228,7 @@ class Batcher:
                 continue
             # The finish hook (a batch's scores) runs on the event loop while this worker collects
             # and starts the next batch: waited for here, it left the inference thread idle for
-            # as long as it took (docs/benchmarks.md, "Where the score runs").
+            # as long as it took (docs/benchmarks.md, "The score overlapped with the next batch").
             task = asyncio.create_task(self._complete(batch, outputs))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
