@@ -115,6 +115,8 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
         "unet": "U-Net denoiser predicting the residual noise (no code)",
         "s2d": "Space-to-depth residual denoiser with a thin full-resolution path (no code)",
     }[model_cfg.arch]
+    if model_cfg.arch == "s2d" and model_cfg.deep_width:
+        kind = kind.replace(" (no code)", " and a 7x7 level (no code)")
     shape = model_cfg.code_shape
     code = f" with a {'x'.join(map(str, shape))} code ({math.prod(shape)} numbers)" if shape else ""
     if cfg.noise != "gaussian":

@@ -12,7 +12,7 @@ import torch
 
 from training import protocol
 from training.checkpoint import load_checkpoint, load_model
-from training.config import TrainConfig, default_config
+from training.config import TrainConfig, default_config, default_description
 from training.data import load_mnist5k
 from training.loop import corrupt, random_shift, train
 from training.models import build_model, preset
@@ -277,3 +277,10 @@ def test_dry_run_of_every_arch_exports_a_model_the_service_loads(
     # The lesson ships its autoencoder alone: a codeless denoiser, whatever its network's code.
     assert model.has_code == (arch in ("dense", "conv", "denoise") and not lesson)
     assert model.card["id"] == out.name
+
+
+def test_the_card_sentence_says_when_an_s2d_has_a_7x7_level() -> None:
+    cfg = default_config("s2d", "fashion", lesson=False)
+    plain = default_description(cfg, preset("s2d"))
+    deep = default_description(cfg, replace(preset("s2d"), deep_width=32, lowres_convs=4))
+    assert "7x7 level" not in plain and "thin full-resolution path and a 7x7 level (no code)" in deep
