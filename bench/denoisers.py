@@ -9,8 +9,8 @@ from onnx's shape inference.
     .venv/bin/python -m bench.denoisers --models mnist-unet mnist-s2d --reference mnist-unet
 
 ``--candidate LABEL ARCH [FIELD=VALUE ...]`` adds an untrained network of the shipped preset of ARCH
-with those ModelConfig fields changed (exported to a temporary folder; its speed does not depend on
-its weights), to price an architecture before training it:
+with those ModelConfig fields changed (exported by training.export to a temporary folder; its
+speed does not depend on its weights), to price an architecture before training it:
 
     .venv/bin/python -m bench.denoisers --models fashion-unet fashion-s2d --reference fashion-unet \
         --candidate s2d-7x7 s2d deep_width=32 deep_convs=2 lowres_convs=4
@@ -82,12 +82,13 @@ def export_candidate(spec: list[str], folder: Path) -> Path:
     """``[label, arch, field=value, ...]`` → the path of that untrained network's ONNX graph."""
     import torch
 
+    from training.export import export_model
     from training.models import ModelConfig, build_model, preset
 
     if len(spec) < 2:
         raise SystemExit("--candidate needs a label and an arch, then FIELD=VALUE pairs")
     label, arch, *pairs = spec
-    known = {f.name: f.type for f in fields(ModelConfig)}
+    known = {f.name for f in fields(ModelConfig)}
     changes: dict[str, object] = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
@@ -95,18 +96,10 @@ def export_candidate(spec: list[str], folder: Path) -> Path:
             raise SystemExit(f"--candidate {label}: {pair!r} is not FIELD=VALUE of a ModelConfig field")
         changes[name] = int(value) if value.lstrip("-").isdigit() else value
     torch.manual_seed(0)
-    model = build_model(replace(preset(arch), **changes)).eval()  # type: ignore[arg-type]
-    path = folder / f"{label}.onnx"
-    torch.onnx.export(
-        model,
-        (torch.rand(1, 1, 28, 28),),
-        str(path),
-        input_names=["image"],
-        output_names=["denoised"],
-        dynamic_axes={"image": {0: "batch"}, "denoised": {0: "batch"}},
-        dynamo=False,
-    )
-    return path
+    model = build_model(replace(preset(arch), **changes))  # type: ignore[arg-type]
+    # Through training's own exporter, so that the graph timed is the graph training would ship.
+    export_model(model, folder / label, dataset="mnist5k", description=f"untrained candidate {label}")
+    return folder / label / "autoencoder.onnx"
 
 
 def main() -> None:

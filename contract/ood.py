@@ -36,6 +36,7 @@ the card, named with its sha256 in the card.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,16 +131,13 @@ def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
 
 _STROKE_EPS = 1e-3
 _EDGES = np.asarray(HISTOGRAM_EDGES, dtype=np.float32)
-_POOLING: dict[tuple[int, int], np.ndarray] = {}
 
 
+@functools.cache
 def _pooling(side: int, pool: int) -> np.ndarray:
     """``[side, side // pool]`` of 0/1: ``Sᵀ x S`` sums each ``pool``×``pool`` cell of ``x``."""
-    sums = _POOLING.get((side, pool))
-    if sums is None:
-        sums = np.zeros((side, side // pool), dtype=np.float32)
-        sums[np.arange(side), np.arange(side) // pool] = 1.0
-        _POOLING[(side, pool)] = sums
+    sums = np.zeros((side, side // pool), dtype=np.float32)
+    sums[np.arange(side), np.arange(side) // pool] = 1.0
     return sums
 
 
