@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from training import noise as noise_models
@@ -52,6 +53,11 @@ class TrainConfig:
     # (auto: invert when most images are dark on light, as the service's invert=true does).
     skip_bad: bool = False
     invert: Literal["auto", "yes", "no"] = "auto"
+    # Distillation: an exported denoiser of the same data (its model directory) whose output on
+    # each noisy batch is blended into the target, ``(1 - teacher_weight) * clean + teacher_weight
+    # * teacher``; None trains on the clean images alone.
+    teacher: str | None = None
+    teacher_weight: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +133,8 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
         noise = f"noise level {cfg.noise_max} only"
     else:
         noise = f"noise levels s ~ U[{cfg.noise_min}, {cfg.noise_max}] (blind)"
-    return f"{kind}{code}, trained on {cfg.data} with {noise}, {cfg.epochs} epochs."
+    taught = f", distilled from {Path(cfg.teacher).name}" if cfg.teacher else ""
+    return f"{kind}{code}, trained on {cfg.data} with {noise}{taught}, {cfg.epochs} epochs."
 
 
 def noise_card(cfg: TrainConfig) -> dict[str, Any]:

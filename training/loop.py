@@ -14,6 +14,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,44 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     return s.mean(dim=(1, 2, 3))
 
 
+class TeacherError(ValueError):
+    """``--teacher`` names no usable model of the run's data."""
+
+
+class Teacher:
+    """An exported denoiser run by onnxruntime on each noisy batch: the distillation target.
+
+    ``target(clean, noisy)`` is ``(1 - weight) * clean + weight * teacher(noisy)``: with the
+    squared-error losses (``mse``, ``psnr``) this is the clean-image loss plus ``weight`` times a
+    pull toward the teacher's answer. The teacher must be a model of the same data set.
+    """
+
+    def __init__(self, model_dir: Path, weight: float, data: str) -> None:
+        import onnxruntime as ort
+
+        from contract.card import CardError, graph_path, read_card
+
+        if not 0.0 < weight <= 1.0:
+            raise TeacherError(f"--teacher-weight must be in (0, 1], not {weight}")
+        try:
+            card = read_card(model_dir, served=False)
+            graph = graph_path(model_dir, card, "autoencoder")
+        except CardError as exc:
+            raise TeacherError(f"--teacher {model_dir}: {exc}") from None
+        if card.get("dataset") != data:
+            raise TeacherError(f"--teacher {model_dir}: a model of {card.get('dataset')!r}, not of {data!r}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # the student's torch threads keep the cores
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.weight = weight
+
+    def target(self, clean: Tensor, noisy: Tensor) -> Tensor:
+        x = noisy.contiguous().numpy()  # NCHW float32, what the graph takes
+        taught = torch.from_numpy(self.session.run(None, {self.input: x})[0])
+        return (1.0 - self.weight) * clean + self.weight * taught
+
+
 def reconstruction_loss(
     model: Model, noisy: Tensor, clean: Tensor, loss: Loss, ssim_weight: float = 0.0
 ) -> Tensor:
@@ -124,6 +163,7 @@ def train_epoch(
     gen: torch.Generator,
     bar: tqdm[Any],
     max_batches: int | None = None,
+    teacher: Teacher | None = None,
 ) -> float:
     """One pass over `images` in a fresh random order; returns the mean training loss."""
     model.train()
@@ -134,7 +174,8 @@ def train_epoch(
         if cfg.shift:
             clean = random_shift(clean, cfg.shift, gen)
         noisy = corrupt(clean, cfg, gen).contiguous(memory_format=torch.channels_last)
-        loss = reconstruction_loss(model, noisy, clean, cfg.loss, cfg.ssim_weight)
+        target = clean if teacher is None else teacher.target(clean, noisy)
+        loss = reconstruction_loss(model, noisy, target, cfg.loss, cfg.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -207,6 +248,7 @@ def train(
     Returns the final checkpoint state's summary (loss history, validation history, timings).
     """
     split = load_dataset(cfg.data, data_dir, skip_bad=cfg.skip_bad, invert=cfg.invert)
+    teacher = None if cfg.teacher is None else Teacher(Path(cfg.teacher), cfg.teacher_weight, cfg.data)
     val_limit = 16 if dry_run else 2000
     train_x = split.train_x if cfg.train_limit is None else split.train_x[: cfg.train_limit]
     images = torch.from_numpy(np.ascontiguousarray(train_x))[:, None]
@@ -226,7 +268,9 @@ def train(
     start_epoch = 0
     if resume:
         state = load_checkpoint(checkpoint)
-        if state["train_config"] != cfg.to_dict() or state["model_config"] != model_cfg.to_dict():
+        # A checkpoint written before a field existed holds that field's default.
+        saved = {**asdict(TrainConfig()), **state["train_config"]}
+        if saved != cfg.to_dict() or state["model_config"] != model_cfg.to_dict():
             raise SystemExit(
                 f"{checkpoint}: was written for another configuration; resume with the same flags"
             )
@@ -252,7 +296,9 @@ def train(
     board = Board(tensorboard, split.val_x, cfg.noise) if tensorboard is not None else None
     for epoch in range(start_epoch, last_epoch):
         t0 = time.perf_counter()
-        loss = train_epoch(model, images, cfg, optimizer, scheduler, gen, bar, 1 if dry_run else None)
+        loss = train_epoch(
+            model, images, cfg, optimizer, scheduler, gen, bar, 1 if dry_run else None, teacher
+        )
         elapsed += time.perf_counter() - t0
         history.append(loss)
         line = f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.5f} lr {scheduler.get_last_lr()[0]:.2e}"

@@ -24,7 +24,7 @@ from training.checkpoint import CheckpointError
 from training.config import LOSSES, TrainConfig, default_config
 from training.data import DATASETS
 from training.export import ExportError, model_id_for
-from training.loop import train
+from training.loop import TeacherError, train
 from training.models import ARCHS, CODELESS, ModelConfig, preset
 from training.sources import is_source, source_id
 from training.splits import DataError
@@ -139,6 +139,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fullres-width", type=int, help="s2d: channels of the 28x28 path and output convs")
     p.add_argument("--deep-width", type=int, help="s2d: channels of a 7x7 level (0: none, the default)")
     p.add_argument("--deep-convs", type=int, help="s2d: number of 7x7 convs (with --deep-width)")
+    p.add_argument(
+        "--teacher",
+        metavar="MODEL_DIR",
+        help="distil from this exported denoiser of the same data: the target is "
+        "(1 - w) * clean + w * its output on the noisy batch (e.g. models/mnist-unet)",
+    )
+    p.add_argument(
+        "--teacher-weight", type=float, metavar="W", help="w of --teacher, in (0, 1] (default: 0.5)"
+    )
     p.add_argument("--description", help="one sentence for the model card")
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (per-epoch lines are still logged)"
@@ -189,6 +198,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
         cfg.low_noise_fraction and cfg.low_noise_max < cfg.noise_min
     ):
         raise SystemExit("--low-noise-fraction must be in [0, 1] and --low-noise-max >= --noise-min")
+    if args.teacher_weight is not None and cfg.teacher is None:
+        raise SystemExit("--teacher-weight needs --teacher")
     if args.lesson and args.arch in CODELESS:
         raise SystemExit(f"the lesson has no {args.arch}; drop --lesson")
     model_cfg = preset(args.arch, lesson=args.lesson)
@@ -242,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
                 progress=not args.no_progress,
                 tensorboard=args.tensorboard,
             )
-        except (DataError, CheckpointError, BoardError, ExportError) as exc:
+        except (DataError, CheckpointError, BoardError, ExportError, TeacherError) as exc:
             raise SystemExit(f"error: {exc}") from exc
     log.info(
         "done: %d epochs, %.1f s, final loss %s",

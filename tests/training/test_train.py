@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from training import protocol
-from training.checkpoint import load_checkpoint, load_model
+from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.config import TrainConfig, default_config, default_description
 from training.data import load_mnist5k
-from training.loop import corrupt, random_shift, train
+from training.loop import Teacher, corrupt, random_shift, train
 from training.models import build_model, preset
 from training.protocol import psnr
 from training.train import _parser, config_from_args, main
@@ -195,6 +195,8 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--noise-max",
         "--loss",
         "--checkpoint",
+        "--teacher",
+        "--teacher-weight",
     ):
         assert flag in text
 
@@ -284,3 +286,57 @@ def test_the_card_sentence_says_when_an_s2d_has_a_7x7_level() -> None:
     plain = default_description(cfg, preset("s2d"))
     deep = default_description(cfg, replace(preset("s2d"), deep_width=32, lowres_convs=4))
     assert "7x7 level" not in plain and "thin full-resolution path and a 7x7 level (no code)" in deep
+
+
+def test_a_teacher_blends_its_output_on_the_noisy_batch_into_the_target() -> None:
+    import onnxruntime as ort
+
+    teacher = Teacher(Path("models/mnist-unet"), 0.25, "mnist5k")
+    clean = torch.from_numpy(load_mnist5k().train_x[:8])[:, None]
+    noisy = corrupt(clean, default_config("s2d", "mnist5k", lesson=False), torch.Generator().manual_seed(3))
+    session = ort.InferenceSession("models/mnist-unet/autoencoder.onnx", providers=["CPUExecutionProvider"])
+    taught = session.run(None, {"image": noisy.numpy()})[0]
+    expected = 0.75 * clean.numpy() + 0.25 * taught
+    np.testing.assert_allclose(teacher.target(clean, noisy).numpy(), expected, atol=1e-5)
+    # The teacher denoises: its blend is nearer the clean images than the noisy input is.
+    assert psnr(clean.numpy(), expected).mean() > psnr(clean.numpy(), noisy.numpy()).mean() + 3
+
+
+def test_distilling_trains_other_weights_and_the_card_says_from_what(tmp_path: Path) -> None:
+    cfg = replace(TINY, arch="s2d", epochs=1, loss="psnr")
+    plain, taught = tmp_path / "plain.pt", tmp_path / "taught.pt"
+    train(cfg, preset("s2d"), None, plain, progress=False, evaluate=False)
+    taught_cfg = replace(cfg, teacher="models/mnist-unet")
+    train(taught_cfg, preset("s2d"), None, taught, progress=False, evaluate=False)
+    a, b = load_checkpoint(plain)["model"], load_checkpoint(taught)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("weight"))
+    out = tmp_path / "model"
+    main(["--dry-run", "--arch", "s2d", "--teacher", "models/mnist-unet", "--out", str(out), "--no-progress"])
+    card = json.loads((out / "card.json").read_text())
+    assert card["config"]["train"]["teacher"] == "models/mnist-unet"
+    assert card["config"]["train"]["teacher_weight"] == 0.5
+    assert "distilled from mnist-unet" in card["description"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--teacher", "models/fashion-unet"], "a model of 'fashion', not of 'mnist5k'"),
+        (["--teacher", "models/no-such-model"], "card.json: missing"),
+        (["--teacher", "models/mnist-unet", "--teacher-weight", "0"], r"must be in \(0, 1\]"),
+        (["--teacher-weight", "0.5"], "--teacher-weight needs --teacher"),
+    ],
+)
+def test_a_teacher_that_cannot_teach_is_a_one_line_error(flags: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        main(["--dry-run", "--arch", "s2d", "--no-progress", *flags])
+
+
+def test_a_checkpoint_from_before_a_recipe_field_existed_still_resumes(tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.pt"
+    train(TINY, preset("denoise"), None, ckpt, stop_after=1, progress=False, evaluate=False)
+    state = load_checkpoint(ckpt)
+    del state["train_config"]["teacher"], state["train_config"]["teacher_weight"]
+    save_checkpoint(ckpt, state)
+    summary = train(TINY, preset("denoise"), None, ckpt, resume=True, progress=False, evaluate=False)
+    assert summary["epochs_done"] == TINY.epochs
