@@ -121,6 +121,8 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
         "unet": "U-Net denoiser predicting the residual noise (no code)",
         "s2d": "Space-to-depth residual denoiser with a thin full-resolution path (no code)",
     }[model_cfg.arch]
+    if model_cfg.arch == "s2d" and not model_cfg.fullres_width:
+        kind = "Space-to-depth residual denoiser working at 14x14 only (no code)"
     if model_cfg.arch == "s2d" and model_cfg.deep_width:
         kind = kind.replace(" (no code)", " and a 7x7 level (no code)")
     shape = model_cfg.code_shape

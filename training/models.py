@@ -282,7 +282,8 @@ class S2DNet(nn.Module):
     of `lowres_width` channels do the heavy lifting at a quarter of the full-resolution cost; a
     pixel-shuffle brings `fullres_width` channels back to 28x28, where one 3x3 conv of the input
     (the full-resolution path) joins them before two output convs that predict the noise. The
-    output is the image minus that noise, as in the U-Net.
+    output is the image minus that noise, as in the U-Net. With `fullres_width` 0 there is no 28x28
+    path: the last 14x14 conv predicts the noise of each 2x2 block directly (FFDNet's layout).
     """
 
     outputs_logits = False
@@ -292,6 +293,8 @@ class S2DNet(nn.Module):
         self.config = cfg
         if cfg.lowres_convs < 1:
             raise ValueError("s2d needs at least one low-resolution conv")
+        if cfg.fullres_width < 0:
+            raise ValueError("s2d's fullres_width is a channel count, or 0 for no 28x28 path")
         f, width = cfg.fullres_width, cfg.lowres_width
         self.lowres_in: nn.Sequential | None = None
         self.deep: nn.Sequential | None = None
@@ -311,12 +314,17 @@ class S2DNet(nn.Module):
                 nn.Conv2d(cfg.deep_width, 4 * width, 1),
             )
             convs, c_in = cfg.lowres_convs - cfg.lowres_convs // 2, width
+        # fullres_width 0: no 28x28 path; the last 14x14 conv predicts the noise of each 2x2 block
+        # of pixels (4 channels) and the pixel-shuffle puts it in place, as FFDNet does.
         self.lowres = nn.Sequential(
             *_stage(c_in, width, convs, cfg.norm),
-            nn.Conv2d(width, 4 * f, 3, padding=1),
+            nn.Conv2d(width, 4 * f if f else 4, 3, padding=1),
         )
-        self.fullres = nn.Sequential(nn.Conv2d(1, f, 3, padding=1), nn.ReLU())
-        self.head = nn.Sequential(*_conv_block(2 * f, f, cfg.norm), nn.Conv2d(f, 1, 3, padding=1))
+        self.fullres: nn.Sequential | None = None
+        self.head: nn.Sequential | None = None
+        if f:
+            self.fullres = nn.Sequential(nn.Conv2d(1, f, 3, padding=1), nn.ReLU())
+            self.head = nn.Sequential(*_conv_block(2 * f, f, cfg.norm), nn.Conv2d(f, 1, 3, padding=1))
 
     def noise(self, image: Tensor) -> Tensor:
         h = F.pixel_unshuffle(image, 2)
@@ -324,6 +332,8 @@ class S2DNet(nn.Module):
             h = self.lowres_in(h)
             h = h + F.pixel_shuffle(self.deep(h), 2)
         low = F.pixel_shuffle(self.lowres(h), 2)
+        if self.fullres is None or self.head is None:
+            return low
         return self.head(torch.cat([self.fullres(image), low], dim=1))
 
     def raw(self, image: Tensor) -> Tensor:

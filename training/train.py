@@ -136,7 +136,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lowres-width", type=int, help="s2d: channels of the 14x14 convs")
     p.add_argument("--lowres-convs", type=int, help="s2d: number of 14x14 convs")
-    p.add_argument("--fullres-width", type=int, help="s2d: channels of the 28x28 path and output convs")
+    p.add_argument(
+        "--fullres-width",
+        type=int,
+        help="s2d: channels of the 28x28 path and output convs (0: none; the 14x14 convs predict the noise)",
+    )
     p.add_argument("--deep-width", type=int, help="s2d: channels of a 7x7 level (0: none, the default)")
     p.add_argument("--deep-convs", type=int, help="s2d: number of 7x7 convs (with --deep-width)")
     p.add_argument(

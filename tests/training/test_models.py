@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from training.config import default_config, default_description
 from training.models import (
     ARCHS,
     CODELESS,
@@ -115,7 +116,13 @@ def test_config_from_dict_rejects_unknown_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"fullres_width": 8}, {"fullres_width": 12}, {"deep_width": 16, "lowres_convs": 4}]
+    "overrides",
+    [
+        {"fullres_width": 8},
+        {"fullres_width": 12},
+        {"deep_width": 16, "lowres_convs": 4},
+        {"fullres_width": 0, "lowres_convs": 8},
+    ],
 )
 def test_s2d_subtracts_its_noise_estimate_and_clamps(overrides: dict[str, int]) -> None:
     model = build_model(replace(preset("s2d"), **overrides)).eval()
@@ -170,3 +177,25 @@ def test_the_s2d_7x7_level_widens_what_an_output_pixel_sees() -> None:
 def test_s2d_refuses_a_7x7_level_without_14x14_convs_around_it() -> None:
     with pytest.raises(ValueError, match="7x7 level"):
         build_model(replace(preset("s2d"), deep_width=16, lowres_convs=1))
+
+
+def test_an_s2d_without_a_28x28_path_predicts_each_2x2_block_from_14x14_features() -> None:
+    # fullres_width 0: no conv runs at 28x28; the last 14x14 conv has 4 outputs, one per pixel of
+    # its 2x2 block, so a pixel's noise estimate is exactly that channel shuffled into place.
+    model = build_model(replace(preset("s2d"), fullres_width=0, lowres_convs=8)).eval()
+    assert isinstance(model, S2DNet) and model.fullres is None and model.head is None
+    assert all(m.in_channels != 1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(1, 1, 28, 28)
+    with torch.no_grad():
+        blocks = model.lowres(torch.nn.functional.pixel_unshuffle(x, 2))
+        assert blocks.shape == (1, 4, 14, 14)
+        noise = model.noise(x)
+    assert torch.equal(noise[0, 0, 1::2, 0::2], blocks[0, 2])
+    assert default_description(default_config("s2d", "mnist5k", False), model.config).startswith(
+        "Space-to-depth residual denoiser working at 14x14 only (no code)"
+    )
+
+
+def test_s2d_refuses_a_negative_full_resolution_width() -> None:
+    with pytest.raises(ValueError, match="fullres_width"):
+        build_model(replace(preset("s2d"), fullres_width=-1))
