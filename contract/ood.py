@@ -26,7 +26,10 @@ A score is built in three steps:
    an input is an outsider when any signal says so.
 3. **Calibrate**: the percentile of that combined value among the validation images (all noise
    levels pooled), and ``in_distribution = percentile <= threshold_percentile`` (the card's,
-   e.g. 99.5).
+   e.g. 99.5). A view whose pooled table flags too many validation images at some noise level
+   keeps one table per quartile of the noise estimate instead (``tables``, at
+   ``table_noise_centres``): a request's percentile is then among validation images of about its
+   own noise, interpolated between the two nearest quartiles.
 
 A *view* is one calibration over the signals one route has at hand: ``denoise`` (the input and
 the autoencoder graph's output) and ``encode`` (the input and the code). The card holds the
@@ -275,23 +278,35 @@ def signals(
     return values
 
 
+def _noise_bins(sigma: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges at quantiles of ``sigma`` (at least two) and each value's bin."""
+    edges = np.unique(np.quantile(sigma, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        edges = np.array([float(sigma.min()), float(sigma.min()) + 1e-6])
+    which = np.clip(np.searchsorted(edges, sigma, side="right") - 1, 0, len(edges) - 2)
+    return edges, which
+
+
+def _percentile_table(value: np.ndarray) -> list[float]:
+    return [_short(q) for q in np.percentile(value, TABLE_PERCENTILES)] + [_short(value.max())]
+
+
 def fit_view(
     values: dict[str, np.ndarray],
     sigma: np.ndarray,
     *,
     bins: int = 1,
     threshold: float = THRESHOLD_PERCENTILE,
+    table_bins: int = 1,
 ) -> dict[str, Any]:
     """A view's calibration from validation signals and noise estimates (all ``[n]``).
 
     Per signal and noise bin (edges at quantiles of ``sigma``): median and interquartile range;
-    then the percentiles of the combined (largest standardised) signal over all of them.
+    then the percentiles of the combined (largest standardised) signal over all of them, and with
+    ``table_bins`` > 1 also over each of that many bins of ``sigma`` (``tables``).
     """
-    edges = np.unique(np.quantile(sigma, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:
-        edges = np.array([float(sigma.min()), float(sigma.min()) + 1e-6])
+    edges, which = _noise_bins(sigma, bins)
     centres = ((edges[:-1] + edges[1:]) / 2).tolist()
-    which = np.clip(np.searchsorted(edges, sigma, side="right") - 1, 0, len(centres) - 1)
     standardise: dict[str, dict[str, list[float]]] = {}
     for name, v in values.items():
         med, iqr = [], []
@@ -309,8 +324,13 @@ def fit_view(
     }
     value = combined(view, values, sigma)
     view["percentiles"] = [*TABLE_PERCENTILES, 100.0]
-    view["table"] = [_short(q) for q in np.percentile(value, TABLE_PERCENTILES)] + [_short(value.max())]
+    view["table"] = _percentile_table(value)
     view["threshold"] = _short(np.percentile(value, threshold))
+    if table_bins > 1:
+        _, where = _noise_bins(sigma, table_bins)
+        kept = [b for b in range(int(where.max()) + 1) if (where == b).any()]
+        view["table_noise_centres"] = [_short(np.median(sigma[where == b])) for b in kept]
+        view["tables"] = [_percentile_table(value[where == b]) for b in kept]
     for params in standardise.values():
         for key in params:
             params[key] = [_short(x) for x in params[key]]
@@ -351,32 +371,51 @@ class Scores:
         return len(self.percentile)
 
 
-def to_percentiles(view: dict[str, Any], value: np.ndarray) -> Scores:
+def to_percentiles(view: dict[str, Any], value: np.ndarray, sigma: np.ndarray | None = None) -> Scores:
     """Map combined values through a view's table: 0 below the smallest validation value, 100 past
-    the largest, linear between the stored percentiles (a tie maps to the upper end of its run)."""
-    table, pct = _table(view)
-    percentile = np.interp(value, table, pct, left=0.0, right=100.0)
+    the largest, linear between the stored percentiles (a tie maps to the upper end of its run).
+
+    A view with per-noise ``tables`` maps each value through the tables of the two quartiles
+    whose centres bracket its noise estimate ``sigma`` and interpolates linearly between them
+    (the nearest one's alone beyond the outermost centres)."""
+    tables = _tables(view)
+    if len(tables) == 1:
+        percentile = np.interp(value, *tables[0], left=0.0, right=100.0)
+    else:
+        if sigma is None:
+            raise CalibrationError("a view with per-noise tables needs the noise estimate")
+        per_bin = np.stack([np.interp(value, t, p, left=0.0, right=100.0) for t, p in tables])
+        at = np.interp(sigma, view["table_noise_centres"], np.arange(len(tables)))
+        low = np.floor(at).astype(int)
+        high = np.minimum(low + 1, len(tables) - 1)
+        rows = np.arange(len(value))
+        percentile = (1 - (at - low)) * per_bin[low, rows] + (at - low) * per_bin[high, rows]
     threshold = float(view["threshold_percentile"])
     return Scores(
         percentile=percentile, in_distribution=percentile <= threshold, threshold=threshold, value=value
     )
 
 
-def _table(view: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The view's table as arrays, a run of equal values (ties in validation) kept at its upper
-    end so that such a value is never called more typical than it is; computed once per view."""
+def _tables(view: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The view's table (or per-noise tables) as arrays, a run of equal values (ties in
+    validation) kept at its upper end so that such a value is never called more typical than it
+    is; computed once per view."""
     key = id(view)
     cached = _TABLES.get(key)
     if cached is None or cached[0] is not view:
-        table, pct = np.asarray(view["table"]), np.asarray(view["percentiles"])
-        last = np.append(np.diff(table) > 0, True)
-        cached = _TABLES[key] = (view, table[last], pct[last])
-    return cached[1], cached[2]
+        pct = np.asarray(view["percentiles"])
+        arrays = []
+        for table in view.get("tables") or [view["table"]]:
+            values = np.asarray(table)
+            last = np.append(np.diff(values) > 0, True)
+            arrays.append((values[last], pct[last]))
+        cached = _TABLES[key] = (view, arrays)
+    return cached[1]
 
 
-# id(view) → (the view, its table's arrays); the view is kept so that its id is not reused. The
+# id(view) → (the view, its tables' arrays); the view is kept so that its id is not reused. The
 # card stays plain JSON (GET /models serves it as it is).
-_TABLES: dict[int, tuple[dict[str, Any], np.ndarray, np.ndarray]] = {}
+_TABLES: dict[int, tuple[dict[str, Any], list[tuple[np.ndarray, np.ndarray]]]] = {}
 
 
 @dataclass(frozen=True)
@@ -405,9 +444,12 @@ class Calibration:
         """Score a batch: ``images`` as the model took them, with its ``outputs`` and/or ``codes``."""
         spec = self.block["views"][view]
         values = signals(spec["signals"], images, self.distances, outputs=outputs, codes=codes)
-        # One noise bin: the standardisation is the same at every noise level, so skip the estimate.
-        sigma = noise_estimate(images) if len(spec["noise_centres"]) > 1 else np.zeros(len(images))
-        return to_percentiles(spec, combined(spec, values, sigma))
+        # One noise bin and one table: nothing depends on the noise level, so skip the estimate.
+        if len(spec["noise_centres"]) > 1 or "tables" in spec:
+            sigma = noise_estimate(images)
+        else:
+            sigma = np.zeros(len(images))
+        return to_percentiles(spec, combined(spec, values, sigma), sigma)
 
 
 def _sha256(path: Path) -> str:
@@ -434,6 +476,14 @@ def load(model_dir: Path, card: dict[str, Any]) -> Calibration | None:
     for name, view in block["views"].items():
         if name not in VIEWS or not view.get("signals") or any(s not in SIGNALS for s in view["signals"]):
             raise CalibrationError(f"{where}: 'ood' view {name!r} is not one this code scores")
+        tables, centres = view.get("tables"), view.get("table_noise_centres")
+        if tables is not None and (
+            not isinstance(tables, list)
+            or not isinstance(centres, list)
+            or len(tables) != len(centres)
+            or any(not isinstance(t, list) or len(t) != len(view["percentiles"]) for t in tables)
+        ):
+            raise CalibrationError(f"{where}: 'ood' view {name!r} has malformed per-noise tables")
         wanted |= set(view["signals"]) & set(DISTANCES)
     distances: dict[str, Distance] = {}
     if wanted:

@@ -173,3 +173,55 @@ def test_load_refuses_an_unknown_signal_and_returns_none_without_a_block(tmp_pat
 def test_descriptor_stays_finite_when_an_output_dips_below_zero() -> None:
     dark = np.full((1, 28, 28), -0.01, np.float32)  # what an unclamped graph may give for black
     assert np.isfinite(ood.descriptor(dark)).all()
+
+
+def _shifting(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A signal whose typical value falls as the noise estimate rises (as a code's distance does):
+    four noise groups, the cleanest one a full spread higher."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(4), n)
+    sigma = 0.05 + 0.1 * group + rng.uniform(0, 0.02, 4 * n)
+    value = rng.standard_normal(4 * n) + np.array([1.5, 0.5, 0.0, 0.0])[group]
+    return {"input": value}, sigma, group
+
+
+def test_per_noise_tables_flag_the_same_share_at_every_noise_level() -> None:
+    values, sigma, _ = _shifting(5000, 1)
+    pooled = ood.fit_view(values, sigma)
+    tables = ood.fit_view(values, sigma, table_bins=4)
+    assert "tables" not in pooled and len(tables["tables"]) == len(tables["table_noise_centres"]) == 4
+    fresh, fresh_sigma, group = _shifting(5000, 2)  # new images of the same distribution
+    flagged = {}
+    for name, view in (("pooled", pooled), ("tables", tables)):
+        scores = ood.to_percentiles(view, ood.combined(view, fresh, fresh_sigma), fresh_sigma)
+        flagged[name] = [float(np.mean(~scores.in_distribution[group == g])) for g in range(4)]
+    # One pooled 99.5th percentile: the clean group takes nearly all the flags (about 1.8 %).
+    assert flagged["pooled"][0] > 0.012 and max(flagged["pooled"][2:]) < 0.002
+    assert max(flagged["tables"]) < 0.009 and min(flagged["tables"]) > 0.002
+
+
+def test_per_noise_percentiles_interpolate_between_the_two_nearest_tables() -> None:
+    view = {
+        "table": [0.0, 10.0],
+        "tables": [[0.0, 10.0], [0.0, 20.0]],
+        "table_noise_centres": [0.1, 0.3],
+        "percentiles": [0.0, 100.0],
+        "threshold_percentile": 99.5,
+    }
+    value = np.full(4, 5.0)
+    scores = ood.to_percentiles(view, value, np.array([0.0, 0.1, 0.2, 0.5]))
+    # 5 is the 50th percentile of the first table and the 25th of the second.
+    assert scores.percentile.tolist() == pytest.approx([50.0, 50.0, 37.5, 25.0])
+    with pytest.raises(ood.CalibrationError, match="noise estimate"):
+        ood.to_percentiles(view, value)
+
+
+def test_load_refuses_per_noise_tables_that_do_not_match(tmp_path: Path) -> None:
+    card = _saved(tmp_path)
+    view = card["ood"]["views"]["denoise"]
+    view["tables"], view["table_noise_centres"] = [view["table"], view["table"][:-1]], [0.1, 0.2]
+    with pytest.raises(ood.CalibrationError, match="per-noise tables"):
+        ood.load(tmp_path, card)
+    view["tables"][1] = view["table"]
+    scores = ood.load(tmp_path, card).score("denoise", _digits_like(20, 4)[:, None])  # type: ignore[union-attr]
+    assert len(scores) == 20 and scores.in_distribution.mean() >= 0.9

@@ -29,6 +29,9 @@ def test_shipped_card_holds_the_calibration_that_calibrate_computes(
         assert view["signals"] == want["signals"] and view["percentiles"] == want["percentiles"]
         assert np.allclose(view["table"], want["table"], rtol=1e-4, atol=1e-4), name
         assert view["threshold"] == pytest.approx(want["threshold"], rel=1e-4, abs=1e-4)
+        assert ("tables" in view) == ("tables" in want), name
+        for made, kept in zip(view.get("tables", []), want.get("tables", []), strict=True):
+            assert np.allclose(made, kept, rtol=1e-4, atol=1e-4), name
     with (
         np.load(copy / ood.PARAMETERS_FILE) as fresh,
         np.load(models_dir / model / ood.PARAMETERS_FILE) as kept,
