@@ -107,12 +107,7 @@ class Model:
             self.encoders["code"] = cal.Graph(model_dir / "encoder.onnx")
         elif card["dataset"] in SIDE:
             self.encoders["side code"] = cal.Graph(Path(SIDE[card["dataset"]]) / "encoder.onnx")
-        rng = np.random.default_rng(cal.FIT_SEED)
-        images = train[rng.permutation(len(train))[: cal.MAX_FIT]]
-        pick = rng.integers(0, len(LEVELS), len(images))
-        noisy = images.copy()
-        for i, s in enumerate(LEVELS):
-            noisy[pick == i] = cal.corrupt("gaussian", images[pick == i], s, cal.FIT_SEED + i)
+        noisy = cal.noisy_fit_images(train, [("gaussian", s) for s in LEVELS])
         outputs = self.ae(noisy)
         self.distances = {name: FIT(name, f(noisy, outputs, None)) for name, f in FEATURES.items()}
         for name, enc in self.encoders.items():

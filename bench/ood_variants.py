@@ -140,11 +140,7 @@ COMBINED: dict[str, tuple[tuple[str, ...], str]] = {
 def _combine(view: dict, values: dict[str, np.ndarray], sigma: np.ndarray, rule: str) -> np.ndarray:
     if rule == "max":
         return ood.combined(view, values, sigma)
-    z = [
-        (values[n] - view["standardise"][n]["median"][0]) / view["standardise"][n]["iqr"][0]
-        for n in view["signals"]
-    ]
-    return np.sum(z, axis=0)
+    return np.sum(ood.standardised(view, values, sigma), axis=0)
 
 
 def run(model_dir: Path) -> None:
@@ -152,12 +148,7 @@ def run(model_dir: Path) -> None:
     if card["dataset"] != "fashion":
         raise SystemExit(f"{model_dir}: a model of {card['dataset']!r}; this compares Fashion models")
     data = cal.load_data("fashion")
-    rng = np.random.default_rng(cal.FIT_SEED)
-    images = data.train[rng.permutation(len(data.train))[:FIT_IMAGES]]
-    pick = rng.integers(0, len(LEVELS), len(images))
-    noisy = images.copy()
-    for i, s in enumerate(LEVELS):
-        noisy[pick == i] = cal.corrupt("gaussian", images[pick == i], s, cal.FIT_SEED + i)
+    noisy = cal.noisy_fit_images(data.train, [("gaussian", s) for s in LEVELS], limit=FIT_IMAGES)
     features = Features(model_dir, noisy)
     fitted = signals(*features(noisy))
     outside = {

@@ -345,6 +345,13 @@ def _short(x: float) -> float:
 
 def combined(view: dict[str, Any], values: dict[str, np.ndarray], sigma: np.ndarray) -> np.ndarray:
     """The largest of the standardised signals, per image (larger: less like validation)."""
+    z = standardised(view, values, sigma)
+    return z[0] if len(z) == 1 else np.max(np.stack(z), axis=0)
+
+
+def standardised(view: dict[str, Any], values: dict[str, np.ndarray], sigma: np.ndarray) -> list[np.ndarray]:
+    """Each of the view's signals less its validation median, over its interquartile range (both
+    at the image's noise estimate when the view has several noise bins)."""
     centres = view["noise_centres"]
     z = []
     for name in view["signals"]:
@@ -355,7 +362,7 @@ def combined(view: dict[str, Any], values: dict[str, np.ndarray], sigma: np.ndar
             med = np.interp(sigma, centres, params["median"])
             iqr = np.interp(sigma, centres, params["iqr"])
         z.append((values[name] - med) / iqr)
-    return z[0] if len(z) == 1 else np.max(np.stack(z), axis=0)
+    return z
 
 
 @dataclass(frozen=True)

@@ -139,17 +139,25 @@ def _run(model_dir: Path, card: dict[str, Any], images: np.ndarray) -> tuple[np.
     return outputs, codes
 
 
-def fit_distances(model_dir: Path, card: dict[str, Any], train: np.ndarray) -> dict[str, ood.Distance]:
-    """The distances the views use, fitted to up to MAX_FIT training images, each at one of the
-    calibration's conditions (a seeded draw), as the model saw them in training."""
-    conditions = noise_conditions(card)
+def noisy_fit_images(
+    train: np.ndarray, conditions: Sequence[tuple[str, float]], limit: int = MAX_FIT
+) -> np.ndarray:
+    """Up to ``limit`` training images in a seeded order, each corrupted at one seeded condition:
+    what the distances are fitted to."""
     rng = np.random.default_rng(FIT_SEED)
-    images = train[rng.permutation(len(train))[:MAX_FIT]]
+    images = train[rng.permutation(len(train))[:limit]]
     pick = rng.integers(0, len(conditions), len(images))
     noisy = np.empty_like(images)
     for i, (kind, level) in enumerate(conditions):
         if (pick == i).any():
             noisy[pick == i] = corrupt(kind, images[pick == i], level, FIT_SEED + i)
+    return noisy
+
+
+def fit_distances(model_dir: Path, card: dict[str, Any], train: np.ndarray) -> dict[str, ood.Distance]:
+    """The distances the views use, fitted to up to MAX_FIT training images, each at one of the
+    calibration's conditions (a seeded draw), as the model saw them in training."""
+    noisy = noisy_fit_images(train, noise_conditions(card))
     outputs, codes = _run(model_dir, card, noisy)
     wanted = {s for names in views_of(card).values() for s in names} & set(ood.DISTANCES)
     return {name: ood.fit_distance(ood.features(name, noisy, outputs, codes)) for name in sorted(wanted)}
