@@ -5,8 +5,10 @@
 One thread, batch 1 and 32, interleaved rounds (each round times every candidate once, so a load
 change on the machine hits all alike); median per-image microseconds. The candidates: each shipped
 model's denoising graph (what /denoise runs anyway), the encoders (a side graph a codeless denoiser
-could borrow for a code distance; what an autoencoder's /denoise runs in addition for its code), and
-contract.ood's numpy scoring of a batch through the shipped cards.
+could borrow for a code distance; what an autoencoder's /denoise runs in addition for its code),
+contract.ood's numpy scoring of a batch through the shipped cards, and the scored graphs
+(``scored.onnx``: the autoencoder graph with the same signals as extra outputs) beside their
+autoencoder graphs: the difference is what the score costs the service now.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from contract import ood
 
 GRAPHS = (
     "models/mnist-s2d/autoencoder.onnx",
+    "models/mnist-s2d/scored.onnx",
+    "models/fashion-s2d-mixed/autoencoder.onnx",
+    "models/fashion-s2d-mixed/scored.onnx",
     "models/mnist-unet/autoencoder.onnx",
     "models/mnist-denoise/autoencoder.onnx",
     "models/mnist-denoise/encoder.onnx",
@@ -33,7 +38,12 @@ GRAPHS = (
     "models/fashion-s2d/autoencoder.onnx",
     "models/fashion-denoise/encoder.onnx",
 )
-SCORED = (("mnist-s2d", "denoise"), ("mnist-denoise", "denoise"), ("mnist-denoise", "encode"))
+SCORED = (
+    ("mnist-s2d", "denoise"),
+    ("fashion-s2d-mixed", "denoise"),
+    ("mnist-denoise", "denoise"),
+    ("mnist-denoise", "encode"),
+)
 
 
 def _session(path: str) -> Callable[[np.ndarray], object]:

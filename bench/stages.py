@@ -172,7 +172,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         png = digit_png(Path(tmp)).read_bytes()
     settings = Settings()
-    model = load_model(settings.models_dir / settings.default_denoise_model, "cpu", settings.intra_op_threads)
+    model = load_model(
+        settings.models_dir / settings.default_denoise_model,
+        "cpu",
+        settings.intra_op_threads,
+        scored=settings.ood_scores,
+    )
     graph = model.graphs["autoencoder"]
     image = imaging.decode_image(png, max_pixels=settings.max_pixels)[None, None]
     batch32 = np.repeat(image, 32, axis=0)

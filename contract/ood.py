@@ -35,6 +35,15 @@ A *view* is one calibration over the signals one route has at hand: ``denoise`` 
 the autoencoder graph's output) and ``encode`` (the input and the code). The card holds the
 small numbers; each distance's whitening matrix and cluster centres live in ``ood.npz`` next to
 the card, named with its sha256 in the card.
+
+**The scored graph.** When the ``denoise`` view reads only the input and the output (``pictures``,
+``input``), calibration also writes ``scored.onnx`` (``training/ood_graph.py``): the autoencoder
+graph with step 1 appended as ONNX nodes, whose extra outputs are each signal (``ood_<signal>``)
+and, where the view needs it, the noise estimate (``ood_noise``). The service runs it in place of
+the autoencoder graph, so a batch's signals cost one onnxruntime call instead of some twenty numpy
+calls (docs/benchmarks.md, "The score inside the graph"); steps 2 and 3 stay here
+(:meth:`Calibration.scores`). The card's ``ood.graph`` names the file, its sha256 and the sha256
+of the autoencoder graph it was built from.
 """
 
 from __future__ import annotations
@@ -61,6 +70,11 @@ NEEDS = {
     "residual": "output",
 }
 PARAMETERS_FILE = "ood.npz"
+GRAPH_FILE = "scored.onnx"
+# The signals the scored graph computes (from the input and the output alone) and the names of its
+# extra outputs.
+GRAPH_SIGNALS = ("pictures", "input")
+NOISE_OUTPUT = "ood_noise"
 THRESHOLD_PERCENTILE = 99.5
 CLUSTERS = 10
 # Percentiles stored for the combined value: every whole one, then tenths through the tail, where
@@ -425,12 +439,37 @@ def _tables(view: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
 _TABLES: dict[int, tuple[dict[str, Any], list[tuple[np.ndarray, np.ndarray]]]] = {}
 
 
+def signal_output(name: str) -> str:
+    """The scored graph's output that holds signal ``name``."""
+    return f"ood_{name}"
+
+
+def needs_noise(view: dict[str, Any]) -> bool:
+    """Whether scoring the view needs each image's noise estimate (several bins, or tables)."""
+    return len(view["noise_centres"]) > 1 or "tables" in view
+
+
+def graph_scorable(view: dict[str, Any]) -> bool:
+    """Whether the scored graph can compute every signal of the view (input and output alone)."""
+    return all(name in GRAPH_SIGNALS for name in view["signals"])
+
+
+@dataclass(frozen=True)
+class ScoredGraph:
+    """``scored.onnx`` as the card names it: the file, and the outputs the view's scores read."""
+
+    path: Path
+    view: str
+    outputs: tuple[str, ...]  # signal outputs in the view's order, then NOISE_OUTPUT if needed
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A model's ``ood`` block with its fitted distances, ready to score requests."""
 
     block: dict[str, Any]
     distances: dict[str, Distance]
+    graph: ScoredGraph | None = None
 
     @property
     def views(self) -> list[str]:
@@ -452,11 +491,26 @@ class Calibration:
         spec = self.block["views"][view]
         values = signals(spec["signals"], images, self.distances, outputs=outputs, codes=codes)
         # One noise bin and one table: nothing depends on the noise level, so skip the estimate.
-        if len(spec["noise_centres"]) > 1 or "tables" in spec:
-            sigma = noise_estimate(images)
-        else:
-            sigma = np.zeros(len(images))
-        return to_percentiles(spec, combined(spec, values, sigma), sigma)
+        sigma = noise_estimate(images) if needs_noise(spec) else None
+        return self.scores(view, values, sigma)
+
+    def scores(self, view: str, values: dict[str, np.ndarray], sigma: np.ndarray | None) -> Scores:
+        """Steps 2 and 3 on signals already computed (by :meth:`score` or the scored graph);
+        ``sigma`` may be None when the view does not need the noise estimate."""
+        spec = self.block["views"][view]
+        n = len(next(iter(values.values())))
+        noise = np.zeros(n) if sigma is None else np.asarray(sigma, dtype=np.float64)
+        return to_percentiles(spec, combined(spec, values, noise), noise)
+
+    def graph_scores(self, results: list[np.ndarray]) -> Scores:
+        """The scores of a batch from the scored graph's extra outputs (in ``graph.outputs`` order)."""
+        assert self.graph is not None
+        spec = self.block["views"][self.graph.view]
+        values = {
+            name: np.asarray(r, dtype=np.float64) for name, r in zip(spec["signals"], results, strict=False)
+        }
+        sigma = results[len(spec["signals"])] if needs_noise(spec) else None
+        return self.scores(self.graph.view, values, sigma)
 
 
 def _sha256(path: Path) -> str:
@@ -505,7 +559,43 @@ def load(model_dir: Path, card: dict[str, Any]) -> Calibration | None:
                 if f"{name}.whiten" not in arrays:
                     raise CalibrationError(f"{path}: has no distance {name!r}")
                 distances[name] = Distance(arrays[f"{name}.whiten"], arrays[f"{name}.centres"])
-    return Calibration(block, distances)
+    return Calibration(block, distances, _scored_graph(Path(model_dir), card, block, where))
+
+
+def _scored_graph(
+    model_dir: Path, card: dict[str, Any], block: dict[str, Any], where: str
+) -> ScoredGraph | None:
+    """The card's ``ood.graph``, checked: the file is there, unaltered, and built from the
+    autoencoder graph the card names (a re-export without a new calibration would leave it stale)."""
+    ref = block.get("graph")
+    if ref is None:
+        return None
+    view = block["views"].get(ref.get("view")) if isinstance(ref, dict) else None
+    if view is None or not graph_scorable(view):
+        raise CalibrationError(f"{where}: 'ood.graph' does not name a view the scored graph can compute")
+    path = model_dir / str(ref.get("file", GRAPH_FILE))
+    if not path.is_file():
+        raise CalibrationError(f"{path}: missing ({where}'s 'ood.graph' needs it)")
+    if _sha256(path) != ref.get("sha256"):
+        raise CalibrationError(f"{path}: its sha256 differs from {where}'s 'ood.graph'")
+    autoencoder = (card.get("sha256") or {}).get((card.get("graphs") or {}).get("autoencoder"))
+    if ref.get("autoencoder_sha256") != autoencoder:
+        raise CalibrationError(
+            f"{path}: built from another autoencoder graph than the card names "
+            "(recalibrate: python -m training.calibrate)"
+        )
+    outputs = tuple(signal_output(name) for name in view["signals"])
+    return ScoredGraph(path, str(ref["view"]), outputs + ((NOISE_OUTPUT,) if needs_noise(view) else ()))
+
+
+def graph_reference(model_dir: Path, view: str, autoencoder_sha256: str) -> dict[str, str]:
+    """The card's ``ood.graph`` for a ``scored.onnx`` just written next to it."""
+    return {
+        "file": GRAPH_FILE,
+        "sha256": _sha256(Path(model_dir) / GRAPH_FILE),
+        "view": view,
+        "autoencoder_sha256": autoencoder_sha256,
+    }
 
 
 def save_distances(model_dir: Path, distances: dict[str, Distance]) -> dict[str, str]:

@@ -193,6 +193,7 @@ def run(argv: list[str] | None = None) -> None:
             settings.device,
             settings.intra_op_threads,
             settings.inter_op_threads,
+            scored=settings.ood_scores,
         )
     except ModelError as exc:
         logger.error("start-up failed: %s", exc)

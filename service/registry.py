@@ -61,6 +61,9 @@ class Model:
     graphs: dict[str, GraphSession]
     # The out-of-distribution calibration (card["ood"] and ood.npz), None for an uncalibrated model.
     ood: ood.Calibration | None = None
+    # Whether graphs["autoencoder"] is the calibration's scored graph (contract.ood, "The scored
+    # graph"): the same first output, then the denoise view's signals.
+    scored: bool = False
 
     @property
     def has_code(self) -> bool:
@@ -177,10 +180,16 @@ def _check_tensor(path: Path, what: str, specs: list[TensorSpec], name: str, dim
         raise ModelError(f"{path}: {what} is {spec.name!r} {spec.dtype} {list(spec.shape)}; expected {want}")
 
 
-def _check_graph(path: Path, role: str, session: GraphSession, card: dict[str, Any]) -> None:
+def _check_graph(
+    path: Path, role: str, session: GraphSession, card: dict[str, Any], signals: tuple[str, ...] = ()
+) -> None:
+    """Names, shapes and metadata as the card says; ``signals``: the scored graph's extra outputs."""
     (in_name, in_dims), (out_name, out_dims) = graph_io(role, card["code_shape"])
     _check_tensor(path, "input", session.inputs, in_name, in_dims)
-    _check_tensor(path, "output", session.outputs, out_name, out_dims)
+    _check_tensor(path, "output", session.outputs[:1], out_name, out_dims)
+    extra = tuple(spec.name for spec in session.outputs[1:])
+    if extra != signals:
+        raise ModelError(f"{path}: outputs after {out_name!r} are {list(extra)}; expected {list(signals)}")
     try:
         check_metadata(path, session.metadata, card)
     except CardError as exc:
@@ -188,9 +197,18 @@ def _check_graph(path: Path, role: str, session: GraphSession, card: dict[str, A
 
 
 def load_model(
-    model_dir: Path, device: Device, intra_op_threads: int = 0, inter_op_threads: int = 0
+    model_dir: Path,
+    device: Device,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    *,
+    scored: bool = True,
 ) -> Model:
-    """Check one model directory against the contract and open a session per graph."""
+    """Check one model directory against the contract and open a session per graph.
+
+    ``scored`` (AE_OOD_SCORES): where the calibration has a scored graph, the autoencoder role runs
+    that graph instead (its first output is the autoencoder's, from the same nodes), so that a
+    batch's out-of-distribution signals come out of the same onnxruntime call."""
     try:
         card = read_card(model_dir)
     except CardError as exc:
@@ -199,6 +217,11 @@ def load_model(
         providers = select_providers(device)
     except InferenceError as exc:
         raise ModelError(str(exc)) from exc
+    try:
+        calibration = ood.load(model_dir, card)
+    except (ood.CalibrationError, OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"{model_dir}: out-of-distribution calibration unusable ({exc})") from exc
+    scored_graph = calibration.graph if scored and calibration is not None else None
     options = session_options(intra_op_threads, inter_op_threads)
     graphs: dict[str, GraphSession] = {}
     for role in sorted(card["graphs"]):
@@ -206,19 +229,18 @@ def load_model(
             path = graph_path(model_dir, card, role)
         except CardError as exc:
             raise ModelError(str(exc)) from None
+        signals: tuple[str, ...] = ()
+        if role == AUTOENCODER and scored_graph is not None:
+            path, signals = scored_graph.path, scored_graph.outputs
         try:
             session = GraphSession(path, providers, options)
         except InferenceError as exc:
             raise ModelError(str(exc)) from exc
-        _check_graph(path, role, session, card)
+        _check_graph(path, role, session, card, signals)
         if device == "cuda" and session.provider != CUDA:
             raise ModelError(f"{path}: AE_DEVICE=cuda but onnxruntime placed it on {session.provider}")
         graphs[role] = session
     code_shape = card["code_shape"]
-    try:
-        calibration = ood.load(model_dir, card)
-    except (ood.CalibrationError, OSError, KeyError, ValueError) as exc:
-        raise ModelError(f"{model_dir}: out-of-distribution calibration unusable ({exc})") from exc
     return Model(
         id=card["id"],
         arch=card["arch"],
@@ -226,6 +248,7 @@ def load_model(
         card=card,
         graphs=graphs,
         ood=calibration,
+        scored=scored_graph is not None,
     )
 
 
@@ -238,6 +261,7 @@ def load_registry(
     inter_op_threads: int = 0,
     *,
     strict: bool = False,
+    scored: bool = True,
 ) -> Registry:
     """Load every ``models_dir/<id>/`` (hidden entries, such as an export's temp dir, are skipped).
 
@@ -255,7 +279,7 @@ def load_registry(
     skipped: list[str] = []
     for model_dir in dirs:
         try:
-            model = load_model(model_dir, device, intra_op_threads, inter_op_threads)
+            model = load_model(model_dir, device, intra_op_threads, inter_op_threads, scored=scored)
         except ModelError as exc:
             if strict:
                 raise

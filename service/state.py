@@ -130,6 +130,7 @@ class ServiceState:
             s.intra_op_threads,
             s.inter_op_threads,
             strict=strict,
+            scored=s.ood_scores,
         )
 
     def _warm_up(self, registry: Registry) -> None:
@@ -149,8 +150,9 @@ class ServiceState:
         batchers = {}
         for model, role in graphs:
             name = batcher_name(model.id, role)
+            run, finish = self._batch_functions(model, role)
             batcher = Batcher(
-                model.graphs[role].run,
+                run,
                 name=name,
                 max_batch_size=s.max_batch_size,
                 max_wait_s=s.max_wait_ms / 1000.0,
@@ -158,18 +160,25 @@ class ServiceState:
                 workers=s.batch_workers,
                 executor=executor,
                 on_batch=self.metrics.observe_batch,
-                finish=self._batch_scores(model, role),
+                finish=finish,
             )
             batcher.start()
             batchers[name] = batcher
         return _Generation(number, registry, batchers, executor)
 
-    def _batch_scores(self, model: Model, role: str) -> Callable[[np.ndarray, np.ndarray], Any] | None:
-        """For an autoencoder whose ``denoise`` score reads only the input and the output: the score
-        of a whole batch, run on the event loop when the graph's call returns (the batcher's
-        ``finish``). Scored one request at a time it cost a fifth of /denoise's throughput; in the
-        inference thread it lengthened the busiest thread's work (0.70-0.77x at concurrency 32);
-        here the event loop, which has time to spare, does it (docs/benchmarks.md)."""
+    def _batch_functions(
+        self, model: Model, role: str
+    ) -> tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray, np.ndarray], Any] | None]:
+        """What a graph's batcher runs in the inference thread, and its ``finish`` hook.
+
+        For an autoencoder whose ``denoise`` score reads only the input and the output, a batch is
+        scored as a whole (one request at a time it cost a fifth of /denoise's throughput). With a
+        scored graph (``model.scored``) onnxruntime computes the signals in the same call as the
+        images, and the inference thread only looks up their percentiles (a few µs); without one,
+        the numpy signals run on the event loop when the graph's call returns (``finish``): in the
+        inference thread they lengthened the busiest thread's work (0.70-0.77x at concurrency 32).
+        docs/benchmarks.md, "The score inside the graph", has the measurements."""
+        graph = model.graphs[role]
         calibration = model.ood
         if (
             role != AUTOENCODER
@@ -178,14 +187,23 @@ class ServiceState:
             or "denoise" not in calibration.views
             or not calibration.needs("denoise") <= {"output"}
         ):
-            return None
+            return graph.run, None
+        if model.scored:
+
+            def run_scored(rows: np.ndarray) -> tuple[np.ndarray, ...]:
+                outputs, *signals = graph.run_all(rows)
+                with np.errstate(all="ignore"):  # a non-finite output is refused after this (infer)
+                    scores = calibration.graph_scores(signals)
+                return outputs, scores.percentile, scores.in_distribution, scores.value
+
+            return run_scored, None
 
         def score(rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
             with np.errstate(all="ignore"):  # a non-finite output is refused after this (infer)
                 scores = calibration.score("denoise", rows, outputs=outputs)
             return outputs, scores.percentile, scores.in_distribution, scores.value
 
-        return score
+        return graph.run, score
 
     async def start(self, registry: Registry | None = None) -> None:
         """Load (unless given an already loaded registry), warm up, start batchers, become ready."""

@@ -26,6 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from contract import ood
+from training import ood_graph
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,8 @@ def validation_signals(
 
 
 def calibrate(model_dir: Path, data: Data | None = None, data_dir: Path | None = None) -> dict[str, Any]:
-    """Calibrate one exported model: write ``ood.npz`` and the card's ``ood`` block; return the block."""
+    """Calibrate one exported model: write ``ood.npz``, ``scored.onnx`` (where the ``denoise`` view
+    reads only input and output) and the card's ``ood`` block; return the block."""
     card = json.loads((model_dir / "card.json").read_text())
     if data is None:
         data = load_data(card["dataset"], data_dir, **own_data_options(card))
@@ -208,6 +210,10 @@ def calibrate(model_dir: Path, data: Data | None = None, data_dir: Path | None =
         "parameters": ood.save_distances(model_dir, distances),
         "command": f"python -m training.calibrate {_shown(model_dir)}",
     }
+    # The denoise view's signals as nodes after the autoencoder graph, for the service's hot path.
+    graph = ood_graph.write(model_dir, card, block, distances)
+    if graph is not None:
+        block["graph"] = graph
     write_block(model_dir, block)
     log.info(
         "calibrated %s on %d validation images x %d conditions", model_dir, len(validation), len(conditions)

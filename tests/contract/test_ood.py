@@ -225,3 +225,55 @@ def test_load_refuses_per_noise_tables_that_do_not_match(tmp_path: Path) -> None
     view["tables"][1] = view["table"]
     scores = ood.load(tmp_path, card).score("denoise", _digits_like(20, 4)[:, None])  # type: ignore[union-attr]
     assert len(scores) == 20 and scores.in_distribution.mean() >= 0.9
+
+
+def _with_graph(tmp_path: Path) -> dict:
+    """A card whose calibration names a scored graph (load checks the reference, not the graph)."""
+    card = _saved(tmp_path)
+    card.update(graphs={"autoencoder": "autoencoder.onnx"}, sha256={"autoencoder.onnx": "ae" * 32})
+    (tmp_path / ood.GRAPH_FILE).write_bytes(b"a scored graph")
+    card["ood"]["graph"] = ood.graph_reference(tmp_path, "denoise", "ae" * 32)
+    return card
+
+
+def test_load_finds_the_scored_graph_and_the_outputs_its_view_reads(tmp_path: Path) -> None:
+    card = _with_graph(tmp_path)
+    calibration = ood.load(tmp_path, card)
+    assert calibration is not None and calibration.graph is not None
+    assert calibration.graph.path == tmp_path / ood.GRAPH_FILE
+    assert calibration.graph.outputs == ("ood_input",)
+    card["ood"]["views"]["denoise"]["tables"] = [card["ood"]["views"]["denoise"]["table"]]
+    card["ood"]["views"]["denoise"]["table_noise_centres"] = [0.1]
+    calibration = ood.load(tmp_path, card)
+    assert calibration is not None and calibration.graph is not None
+    assert calibration.graph.outputs == ("ood_input", ood.NOISE_OUTPUT)
+
+
+def test_load_refuses_a_missing_altered_or_stale_scored_graph(tmp_path: Path) -> None:
+    card = _with_graph(tmp_path)
+    with open(tmp_path / ood.GRAPH_FILE, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ood.CalibrationError, match="sha256 differs"):
+        ood.load(tmp_path, card)
+    (tmp_path / ood.GRAPH_FILE).unlink()
+    with pytest.raises(ood.CalibrationError, match="missing"):
+        ood.load(tmp_path, card)
+    card = _with_graph(tmp_path)
+    card["sha256"]["autoencoder.onnx"] = "0f" * 32  # re-exported since the graph was built
+    with pytest.raises(ood.CalibrationError, match="another autoencoder graph"):
+        ood.load(tmp_path, card)
+    card = _with_graph(tmp_path)
+    card["ood"]["views"]["denoise"]["signals"] = ["input", "reconstruction"]  # not one the graph has
+    with pytest.raises(ood.CalibrationError, match="does not name a view"):
+        ood.load(tmp_path, card)
+
+
+def test_graph_scores_are_the_scores_of_the_same_signals(tmp_path: Path) -> None:
+    card = _with_graph(tmp_path)
+    calibration = ood.load(tmp_path, card)
+    assert calibration is not None
+    x = np.concatenate([_digits_like(20, 4), np.random.default_rng(1).random((5, 28, 28), np.float32)])
+    signal = calibration.distances["input"](ood.descriptor(x)).astype(np.float32)  # as a graph gives it
+    graph, numpy = calibration.graph_scores([signal]), calibration.score("denoise", x[:, None])
+    assert np.allclose(graph.percentile, numpy.percentile, atol=1e-3)
+    assert (graph.in_distribution == numpy.in_distribution).all() and not graph.in_distribution[-5:].any()

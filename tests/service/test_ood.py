@@ -7,6 +7,7 @@ flags and percentiles the service sends must be the card's calibration applied t
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,9 +94,10 @@ def test_garments_sent_to_a_digit_model_are_flagged_and_digits_are_not(
     assert flags["digits"].mean() >= 0.95, f"{(~flags['digits']).sum()} of {N} test digits flagged"
 
 
-# The default (pictures scored per batch on the event loop) and the one model whose /denoise view
-# also reads the code (its encoder runs beside the autoencoder).
-@pytest.mark.parametrize("model", [MNIST_MODEL, "fashion-denoise"])
+# The default (its pictures signal computed by its scored graph), one whose scored graph also
+# gives the noise estimate (per-noise tables), and the one model whose /denoise view also reads
+# the code (no scored graph: numpy signals, its encoder run beside the autoencoder).
+@pytest.mark.parametrize("model", [MNIST_MODEL, "fashion-s2d-mixed", "fashion-denoise"])
 def test_served_scores_are_the_cards_calibration_applied_to_the_upload(
     served: httpx.Client, models_dir: Path, garments: np.ndarray, digits8: np.ndarray, model: str
 ) -> None:
@@ -104,6 +106,29 @@ def test_served_scores_are_the_cards_calibration_applied_to_the_upload(
     assert answer.status_code == 200, answer.text
     fields = [item["ood"] for item in answer.json()]
     expected = _card_score(models_dir, model, "denoise", images)
+    assert [f["in_distribution"] for f in fields] == expected.in_distribution.tolist()
+    assert np.allclose([f["percentile"] for f in fields], expected.percentile, atol=0.02)
+
+
+def test_without_a_scored_graph_the_numpy_signals_give_the_same_scores(
+    models_dir: Path, tmp_path: Path, garments: np.ndarray, digits8: np.ndarray
+) -> None:
+    root = tmp_path / "models"
+    shutil.copytree(models_dir / MNIST_MODEL, root / MNIST_MODEL, ignore=shutil.ignore_patterns("report"))
+    card = json.loads((root / MNIST_MODEL / "card.json").read_text())
+    del card["ood"]["graph"]  # a calibration from before scored graphs
+    (root / MNIST_MODEL / "card.json").write_text(json.dumps(card))
+    (root / MNIST_MODEL / ood.GRAPH_FILE).unlink()
+    images = np.concatenate([garments[:10], digits8[:10]])
+    settings = Settings(models_dir=root, default_denoise_model=MNIST_MODEL, default_code_model="none")
+    with (
+        serve_in_thread(create_app(settings)) as (host, port),
+        httpx.Client(base_url=f"http://{host}:{port}", timeout=60) as client,
+    ):
+        answer = client.post("/denoise/batch", files=_files(images))
+    assert answer.status_code == 200, answer.text
+    expected = _card_score(models_dir, MNIST_MODEL, "denoise", images)
+    fields = [item["ood"] for item in answer.json()]
     assert [f["in_distribution"] for f in fields] == expected.in_distribution.tolist()
     assert np.allclose([f["percentile"] for f in fields], expected.percentile, atol=0.02)
 

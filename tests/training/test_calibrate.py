@@ -41,6 +41,9 @@ def test_shipped_card_holds_the_calibration_that_calibrate_computes(
             assert np.allclose(fresh[key], kept[key], rtol=1e-3, atol=1e-3), key
     card = json.loads((models_dir / model / "card.json").read_text())
     assert {k: tuple(v["signals"]) for k, v in shipped["views"].items()} == calibrate.views_of(card)
+    # Both have a pictures-only /denoise view: the calibration writes its scored graph too.
+    assert block["graph"]["autoencoder_sha256"] == shipped["graph"]["autoencoder_sha256"]
+    assert ood.load(copy, json.loads((copy / "card.json").read_text())).graph is not None  # type: ignore[union-attr]
 
 
 def test_every_shipped_model_is_calibrated_and_loads(models_dir: Path) -> None:

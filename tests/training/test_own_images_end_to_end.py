@@ -104,6 +104,9 @@ def _train_and_evaluate(tmp_path: Path, models: Path) -> tuple[Path, bytes]:
     assert (card["split"]["train"], card["split"]["validation"], card["split"]["test"]) == (210, 30, 60)
     # Its out-of-distribution score is calibrated on its own validation split, under every noise kind.
     assert card["ood"]["calibrated_on"]["images"] == 30 and (out / "ood.npz").is_file()
+    # A codeless denoiser: its /denoise score reads input and output, so the service gets it from
+    # the scored graph.
+    assert card["ood"]["graph"]["file"] == "scored.onnx" and (out / "scored.onnx").is_file()
     assert {kind for kind, _ in card["ood"]["calibrated_on"]["conditions"]} == set(KINDS)
 
     evaluate.main(["--model", str(out), "--test-limit", "12", "--tune-images", "6"])

@@ -37,6 +37,7 @@ def test_dry_run_trains_checkpoints_and_exports(tmp_path: Path) -> None:
         "autoencoder.onnx",
         "card.json",
         "ood.npz",
+        "scored.onnx",
     }
     card = json.loads((out / "card.json").read_text())
     assert card["id"] == "mnist-conv"
