@@ -461,6 +461,10 @@ class ScoredGraph:
     path: Path
     view: str
     outputs: tuple[str, ...]  # signal outputs in the view's order, then NOISE_OUTPUT if needed
+    # Why it must not be used, or "": built from another autoencoder graph than the card names
+    # (a re-export, or a copy whose metadata was edited, without rebuilding it). The model is
+    # still served, through autoencoder.onnx and the numpy signals.
+    stale: str = ""
 
 
 @dataclass(frozen=True)
@@ -565,8 +569,8 @@ def load(model_dir: Path, card: dict[str, Any]) -> Calibration | None:
 def _scored_graph(
     model_dir: Path, card: dict[str, Any], block: dict[str, Any], where: str
 ) -> ScoredGraph | None:
-    """The card's ``ood.graph``, checked: the file is there, unaltered, and built from the
-    autoencoder graph the card names (a re-export without a new calibration would leave it stale)."""
+    """The card's ``ood.graph``, checked: the file is there and unaltered (else CalibrationError),
+    and built from the autoencoder graph the card names (else marked ``stale``)."""
     ref = block.get("graph")
     if ref is None:
         return None
@@ -578,14 +582,16 @@ def _scored_graph(
         raise CalibrationError(f"{path}: missing ({where}'s 'ood.graph' needs it)")
     if _sha256(path) != ref.get("sha256"):
         raise CalibrationError(f"{path}: its sha256 differs from {where}'s 'ood.graph'")
-    autoencoder = (card.get("sha256") or {}).get((card.get("graphs") or {}).get("autoencoder"))
-    if ref.get("autoencoder_sha256") != autoencoder:
-        raise CalibrationError(
-            f"{path}: built from another autoencoder graph than the card names "
-            "(recalibrate: python -m training.calibrate)"
+    filename = (card.get("graphs") or {}).get("autoencoder")
+    stale = ""
+    if ref.get("autoencoder_sha256") != (card.get("sha256") or {}).get(filename):
+        stale = (
+            f"{path}: built from another {filename} than {where} names "
+            f"(rebuild it: python -m training.ood_graph {model_dir})"
         )
     outputs = tuple(signal_output(name) for name in view["signals"])
-    return ScoredGraph(path, str(ref["view"]), outputs + ((NOISE_OUTPUT,) if needs_noise(view) else ()))
+    noise = (NOISE_OUTPUT,) if needs_noise(view) else ()
+    return ScoredGraph(path, str(ref["view"]), outputs + noise, stale)
 
 
 def graph_reference(model_dir: Path, view: str, autoencoder_sha256: str) -> dict[str, str]:

@@ -222,6 +222,11 @@ def load_model(
     except (ood.CalibrationError, OSError, KeyError, ValueError) as exc:
         raise ModelError(f"{model_dir}: out-of-distribution calibration unusable ({exc})") from exc
     scored_graph = calibration.graph if scored and calibration is not None else None
+    if scored_graph is not None and scored_graph.stale:
+        logger.warning(
+            "model %s: not using its scored graph (numpy scores instead): %s", card["id"], scored_graph.stale
+        )
+        scored_graph = None
     options = session_options(intra_op_threads, inter_op_threads)
     graphs: dict[str, GraphSession] = {}
     for role in sorted(card["graphs"]):

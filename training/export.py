@@ -39,7 +39,7 @@ from google.protobuf.message import Message
 from torch import nn
 
 from contract import card as cards
-from training import noise
+from training import noise, ood_graph
 from training.calibrate import Data as CalibrationData
 from training.calibrate import calibrate
 from training.checkpoint import load_checkpoint, load_model
@@ -217,7 +217,9 @@ def strip_model_dir(model_dir: Path) -> list[str]:
     changed = [f for f in card["graphs"].values() if strip_graph_file(model_dir / f)]
     if changed:
         digests = {f: cards.sha256(model_dir / f) for f in card["graphs"].values()}
-        cards.update_card(model_dir, sha256=digests)
+        card = cards.update_card(model_dir, sha256=digests)
+        if card["graphs"]["autoencoder"] in changed and "graph" in (card.get("ood") or {}):
+            ood_graph.rebuild(model_dir)  # scored.onnx is the autoencoder graph plus the score
     return changed
 
 

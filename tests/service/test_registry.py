@@ -315,3 +315,28 @@ def test_a_scored_graph_without_the_signal_outputs_is_refused(models_dir: Path, 
     ):
         load_registry(root, "mnist-s2d", None, device="cpu", strict=True)
     assert not load_registry(root, "mnist-s2d", None, device="cpu", scored=False).get("mnist-s2d").scored
+
+
+def test_a_stale_scored_graph_is_passed_over_with_a_warning(
+    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A copy whose autoencoder graph changed (here: its metadata names the copy) without
+    rebuilding scored.onnx is served through autoencoder.onnx, its scores from numpy."""
+    root = tmp_path / "models"
+    model_dir = root / "mnist-copy"
+    shutil.copytree(models_dir / "mnist-s2d", model_dir, ignore=shutil.ignore_patterns("report"))
+    graph = onnx.load(model_dir / "autoencoder.onnx")
+    for prop in graph.metadata_props:
+        if prop.key == "model_id":
+            prop.value = "mnist-copy"
+    onnx.save(graph, model_dir / "autoencoder.onnx")
+    card = _card(model_dir)
+    card["id"] = "mnist-copy"
+    _write_card(model_dir, card)
+    _rehash(model_dir, "autoencoder.onnx")
+    with caplog.at_level(logging.WARNING, logger="service.registry"):
+        model = load_registry(root, "mnist-copy", None, device="cpu", strict=True).get("mnist-copy")
+    assert not model.scored and model.graphs["autoencoder"].path.name == "autoencoder.onnx"
+    assert model.ood is not None and model.ood.graph is not None
+    warned = [r.getMessage() for r in caplog.records if "not using its scored graph" in r.getMessage()]
+    assert len(warned) == 1 and "built from another autoencoder.onnx" in warned[0]

@@ -365,3 +365,30 @@ def test_strip_rewrites_an_old_export_with_bit_identical_outputs_and_a_card_the_
     assert after.tobytes() == before.tobytes()
     model = load_model(out, "cpu")  # the service's own checks: sha256, names, metadata
     assert model.has_code and set(model.graphs) == {"encoder", "decoder", "autoencoder"}
+
+
+def test_strip_rebuilds_the_scored_graph_from_the_stripped_autoencoder(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    from service.registry import load_model
+
+    out = tmp_path / "mnist-s2d"
+    shutil.copytree(models_dir / "mnist-s2d", out, ignore=shutil.ignore_patterns("report"))
+    card = json.loads((out / "card.json").read_text())
+    proto = onnx.load(out / "autoencoder.onnx")
+    for node in proto.graph.node:  # as the exports before strip_build_info left them
+        _traced(node)
+    onnx.save(proto, out / "autoencoder.onnx")
+    card["sha256"]["autoencoder.onnx"] = hashlib.sha256((out / "autoencoder.onnx").read_bytes()).hexdigest()
+    (out / "card.json").write_text(json.dumps(card))
+    assert load_model(out, "cpu").scored is False  # scored.onnx no longer matches: passed over
+    assert strip_model_dir(out) == ["autoencoder.onnx"]
+    stripped = json.loads((out / "card.json").read_text())
+    assert stripped["ood"]["graph"]["autoencoder_sha256"] == stripped["sha256"]["autoencoder.onnx"]
+    assert (
+        stripped["ood"]["graph"]
+        == json.loads((models_dir / "mnist-s2d" / "card.json").read_text())["ood"]["graph"]
+    )
+    assert build_paths(onnx.load(out / "scored.onnx")) == []
+    model = load_model(out, "cpu")
+    assert model.scored and model.graphs["autoencoder"].path.name == "scored.onnx"
