@@ -125,6 +125,8 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
         kind = "Space-to-depth residual denoiser working at 14x14 only (no code)"
     if model_cfg.arch == "s2d" and model_cfg.deep_width:
         kind = kind.replace(" (no code)", " and a 7x7 level (no code)")
+    if model_cfg.arch == "s2d" and model_cfg.noise_input:
+        kind = kind.replace(" (no code)", ", given its noise estimate (no code)")
     shape = model_cfg.code_shape
     code = f" with a {'x'.join(map(str, shape))} code ({math.prod(shape)} numbers)" if shape else ""
     if cfg.noise != "gaussian":

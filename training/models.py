@@ -57,6 +57,10 @@ class ModelConfig:
     # added to the 14x14 features. Twice the context of the 14x14 convs for little cost.
     deep_width: int = 0
     deep_convs: int = 2
+    # s2d: give the 14x14 convs the image's estimated noise level as a fifth input channel
+    # (Immerkær's estimator, computed in the graph: a fixed 3x3 conv and a mean), so that a blind
+    # denoiser need not infer the level from its own features.
+    noise_input: bool = False
     norm: Literal["none", "batch"] = "none"
     # "glorot": Keras' default (Glorot-uniform weights, zero bias), which the lesson relies on;
     # "default": PyTorch's own (Kaiming-uniform), better suited to ReLU stacks with BatchNorm.
@@ -298,11 +302,16 @@ class S2DNet(nn.Module):
         f, width = cfg.fullres_width, cfg.lowres_width
         self.lowres_in: nn.Sequential | None = None
         self.deep: nn.Sequential | None = None
-        convs, c_in = cfg.lowres_convs, 4
+        c_first = 4 + int(cfg.noise_input)  # the unshuffled image, and the noise estimate
+        convs, c_in = cfg.lowres_convs, c_first
+        if cfg.noise_input:
+            # Immerkær (1996): |response| of this kernel averages 6·sqrt(2/pi)·s for white noise of std s.
+            kernel = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+            self.register_buffer("immerkaer", (kernel * math.sqrt(math.pi / 2) / 6).view(1, 1, 3, 3))
         if cfg.deep_width:
             if cfg.lowres_convs < 2 or cfg.deep_convs < 1:
                 raise ValueError("s2d with a 7x7 level needs at least two 14x14 convs and one 7x7 conv")
-            self.lowres_in = nn.Sequential(*_stage(4, width, cfg.lowres_convs // 2, cfg.norm))
+            self.lowres_in = nn.Sequential(*_stage(c_first, width, cfg.lowres_convs // 2, cfg.norm))
             # Down: a strided 3x3 conv; up: a 1x1 conv to 4x the channels and a pixel-shuffle (a
             # learned 2x2 transposed conv). Both are cheap next to the 14x14 convs.
             down = nn.Conv2d(width, cfg.deep_width, 3, stride=2, padding=1, bias=cfg.norm != "batch")
@@ -328,6 +337,10 @@ class S2DNet(nn.Module):
 
     def noise(self, image: Tensor) -> Tensor:
         h = F.pixel_unshuffle(image, 2)
+        if self.config.noise_input:
+            kernel = self.get_buffer("immerkaer")
+            sigma = F.conv2d(image, kernel).abs().mean(dim=(1, 2, 3), keepdim=True)
+            h = torch.cat([h, sigma.expand(-1, 1, h.shape[2], h.shape[3])], dim=1)
         if self.lowres_in is not None and self.deep is not None:
             h = self.lowres_in(h)
             h = h + F.pixel_shuffle(self.deep(h), 2)

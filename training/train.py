@@ -144,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deep-width", type=int, help="s2d: channels of a 7x7 level (0: none, the default)")
     p.add_argument("--deep-convs", type=int, help="s2d: number of 7x7 convs (with --deep-width)")
     p.add_argument(
+        "--noise-input",
+        action="store_true",
+        default=None,
+        help="s2d: feed the image's estimated noise level (computed in the graph) to the 14x14 convs",
+    )
+    p.add_argument(
         "--teacher",
         metavar="MODEL_DIR",
         help="distil from this exported denoiser of the same data: the target is "
@@ -171,6 +177,10 @@ def _data_name(value: str) -> str:
     raise argparse.ArgumentTypeError(
         f"{value!r}: choose {', '.join(DATASETS)}, or folder:PATH, npz:PATH, npy:PATH for your own images"
     )
+
+
+# The ModelConfig fields an s2d run may override from the command line.
+S2D_OPTIONS = ("lowres_width", "lowres_convs", "fullres_width", "deep_width", "deep_convs", "noise_input")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
@@ -208,14 +218,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
         raise SystemExit(f"the lesson has no {args.arch}; drop --lesson")
     model_cfg = preset(args.arch, lesson=args.lesson)
     arch_overrides = {
-        name: getattr(args, name)
-        for name in ("lowres_width", "lowres_convs", "fullres_width", "deep_width", "deep_convs")
-        if getattr(args, name, None) is not None
+        name: getattr(args, name) for name in S2D_OPTIONS if getattr(args, name, None) is not None
     }
     if arch_overrides and args.arch != "s2d":
         raise SystemExit(
-            "--lowres-width, --lowres-convs, --fullres-width, --deep-width and --deep-convs "
-            "apply to --arch s2d only"
+            "--lowres-width, --lowres-convs, --fullres-width, --deep-width, --deep-convs and "
+            "--noise-input apply to --arch s2d only"
         )
     return cfg, replace(model_cfg, **arch_overrides)
 

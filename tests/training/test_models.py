@@ -122,6 +122,8 @@ def test_config_from_dict_rejects_unknown_fields() -> None:
         {"fullres_width": 12},
         {"deep_width": 16, "lowres_convs": 4},
         {"fullres_width": 0, "lowres_convs": 8},
+        {"noise_input": True},
+        {"noise_input": True, "deep_width": 16, "lowres_convs": 4},
     ],
 )
 def test_s2d_subtracts_its_noise_estimate_and_clamps(overrides: dict[str, int]) -> None:
@@ -199,3 +201,28 @@ def test_an_s2d_without_a_28x28_path_predicts_each_2x2_block_from_14x14_features
 def test_s2d_refuses_a_negative_full_resolution_width() -> None:
     with pytest.raises(ValueError, match="fullres_width"):
         build_model(replace(preset("s2d"), fullres_width=-1))
+
+
+def test_s2d_noise_input_is_the_immerkaer_estimate_the_scores_use() -> None:
+    """``noise_input``: a fifth 14x14 channel holding ``contract.ood.noise_estimate`` of the image."""
+    from contract.ood import noise_estimate
+
+    model = build_model(replace(preset("s2d"), noise_input=True)).eval()
+    assert isinstance(model, S2DNet)
+    seen: list[torch.Tensor] = []
+    first = next(m for m in model.lowres.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 5
+    first.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.clamp(
+        0.5 + torch.randn(3, 1, 28, 28, generator=gen) * torch.tensor([0.0, 0.1, 0.3]).view(3, 1, 1, 1), 0, 1
+    )
+    with torch.no_grad():
+        model(x)
+    (h,) = seen
+    assert h.shape == (3, 5, 14, 14)
+    assert torch.equal(h[:, :4], torch.nn.functional.pixel_unshuffle(x, 2))
+    expected = torch.from_numpy(noise_estimate(x.numpy())).float()
+    assert torch.allclose(h[:, 4, 0, 0], expected, atol=1e-6)
+    assert (h[:, 4] == h[:, 4, :1, :1]).all()  # one number per image, over the whole 14x14 plane
+    assert h[0, 4, 0, 0] == 0 and h[1, 4, 0, 0] < h[2, 4, 0, 0]

@@ -241,6 +241,15 @@ def test_each_noise_trains_over_its_own_default_range(noise: str, low: float, hi
     assert (cfg.noise_min, cfg.noise_max) == (0.1, 0.2)
 
 
+def test_noise_input_is_an_s2d_option_named_in_the_card_sentence() -> None:
+    cfg, model_cfg = config_from_args(_parser().parse_args(["--arch", "s2d", "--noise-input"]))
+    assert model_cfg.noise_input is True
+    assert "given its noise estimate" in default_description(cfg, model_cfg)
+    assert config_from_args(_parser().parse_args(["--arch", "s2d"]))[1].noise_input is False
+    with pytest.raises(SystemExit, match="apply to --arch s2d only"):
+        config_from_args(_parser().parse_args(["--arch", "unet", "--noise-input"]))
+
+
 def test_noise_options_that_cannot_work_are_refused() -> None:
     for argv, words in (
         (["--noise", "mixed", "--noise-max", "0.3"], "default range"),
@@ -253,14 +262,15 @@ def test_noise_options_that_cannot_work_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("arch", "lesson"),
+    ("arch", "lesson", "extra"),
     [
-        *((arch, False) for arch in ("dense", "conv", "denoise", "unet", "s2d")),
-        *((a, True) for a in ("dense", "conv", "denoise")),
+        *((arch, False, ()) for arch in ("dense", "conv", "denoise", "unet", "s2d")),
+        *((a, True, ()) for a in ("dense", "conv", "denoise")),
+        ("s2d", False, ("--noise-input",)),
     ],
 )
 def test_dry_run_of_every_arch_exports_a_model_the_service_loads(
-    tmp_path: Path, arch: str, lesson: bool
+    tmp_path: Path, arch: str, lesson: bool, extra: tuple[str, ...]
 ) -> None:
     from service.registry import load_model as serve_model
 
@@ -275,7 +285,7 @@ def test_dry_run_of_every_arch_exports_a_model_the_service_loads(
         str(tmp_path / "c.pt"),
         "--no-progress",
     ]
-    main([*argv, "--lesson"] if lesson else argv)
+    main([*argv, "--lesson"] if lesson else [*argv, *extra])
     model = serve_model(out, "cpu")
     # The lesson ships its autoencoder alone: a codeless denoiser, whatever its network's code.
     assert model.has_code == (arch in ("dense", "conv", "denoise") and not lesson)
