@@ -154,10 +154,14 @@ def test_load_round_trips_the_calibration(tmp_path: Path) -> None:
     assert len(scores) == 20 and scores.in_distribution.mean() >= 0.9
 
 
+def _append_a_byte(path: Path) -> None:
+    with open(path, "ab") as f:
+        f.write(b"\0")
+
+
 def test_load_refuses_an_altered_parameters_file(tmp_path: Path) -> None:
     card = _saved(tmp_path)
-    with open(tmp_path / ood.PARAMETERS_FILE, "ab") as f:
-        f.write(b"\0")
+    _append_a_byte(tmp_path / ood.PARAMETERS_FILE)
     with pytest.raises(ood.CalibrationError, match="sha256"):
         ood.load(tmp_path, card)
 
@@ -251,8 +255,7 @@ def test_load_finds_the_scored_graph_and_the_outputs_its_view_reads(tmp_path: Pa
 
 def test_load_refuses_a_missing_or_altered_scored_graph_and_marks_a_stale_one(tmp_path: Path) -> None:
     card = _with_graph(tmp_path)
-    with open(tmp_path / ood.GRAPH_FILE, "ab") as f:
-        f.write(b"\0")
+    _append_a_byte(tmp_path / ood.GRAPH_FILE)
     with pytest.raises(ood.CalibrationError, match="sha256 differs"):
         ood.load(tmp_path, card)
     (tmp_path / ood.GRAPH_FILE).unlink()
