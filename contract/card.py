@@ -193,6 +193,11 @@ def check_model_dir(model_dir: Path, *, served: bool = True) -> dict[str, Any]:
     return card
 
 
+def model_dirs(models_dir: Path) -> list[Path]:
+    """The model directories under ``models_dir``: those holding a card, sorted."""
+    return sorted(p.parent for p in models_dir.glob(f"*/{CARD_FILE}"))
+
+
 def write_card(model_dir: Path, card: dict[str, Any]) -> None:
     """Write ``card.json`` atomically (mode 0644) after checking it and the graphs it names.
 

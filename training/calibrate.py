@@ -26,6 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from contract import ood
+from contract.card import model_dirs
 from training import ood_graph
 
 log = logging.getLogger(__name__)
@@ -211,9 +212,7 @@ def calibrate(model_dir: Path, data: Data | None = None, data_dir: Path | None =
         "command": f"python -m training.calibrate {_shown(model_dir)}",
     }
     # The denoise view's signals as nodes after the autoencoder graph, for the service's hot path.
-    graph = ood_graph.write(model_dir, card, block, distances)
-    if graph is not None:
-        block["graph"] = graph
+    ood_graph.write(model_dir, card, block, distances)
     write_block(model_dir, block)
     log.info(
         "calibrated %s on %d validation images x %d conditions", model_dir, len(validation), len(conditions)
@@ -269,10 +268,6 @@ def write_block(model_dir: Path, block: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def model_dirs(models_dir: Path = MODELS_DIR) -> list[Path]:
-    return sorted(p for p in models_dir.iterdir() if (p / "card.json").is_file())
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m training.calibrate",
@@ -283,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, help="IDX files of the data set (mnist)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    dirs = model_dirs() if args.all else list(args.models)
+    dirs = model_dirs(MODELS_DIR) if args.all else list(args.models)
     if not dirs:
         parser.error("name model directories or pass --all")
     cache: dict[str, Data] = {}

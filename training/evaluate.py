@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from contract.card import model_dirs
 from training import noise_eval, report
 from training.data import DATASETS, load_dataset
 from training.gaussian_eval import (
@@ -26,7 +27,6 @@ from training.gaussian_eval import (
     Context,
     EvaluationError,
     evaluate_model,
-    model_dirs,
     read_card,
 )
 from training.protocol import NOISE_LEVELS, TEST_LIMIT, TUNE_IMAGES, VAL_NOISE_SEED

@@ -330,7 +330,3 @@ def gaussian_report(
 def _data_args(ctx: Context) -> list[str]:
     args = ["--data-dir", ctx.data_dir] if ctx.data_dir else []
     return args + (["--test-limit", str(ctx.test_limit)] if ctx.test_limit is not None else [])
-
-
-def model_dirs(models_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in models_dir.glob("*/card.json"))

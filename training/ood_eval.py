@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from contract import ood
+from contract.card import model_dirs
 from training import calibrate as cal
 from training import outsiders
 
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=N, help="test images and outsiders per set and level")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    dirs = cal.model_dirs() if args.all else list(args.models)
+    dirs = model_dirs(cal.MODELS_DIR) if args.all else list(args.models)
     if not dirs:
         parser.error("name model directories or pass --all")
     data: dict[str, cal.Data] = {}

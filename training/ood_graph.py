@@ -34,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from contract import ood
-from contract.card import graph_path, update_card
+from contract.card import graph_path, model_dirs, update_card
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,12 @@ def build(
 def write(
     model_dir: Path, card: dict[str, Any], block: dict[str, Any], distances: dict[str, ood.Distance]
 ) -> dict[str, str] | None:
-    """Write ``scored.onnx`` for the card's ``denoise`` view; return the card's ``ood.graph``
-    reference, or None (and remove a stale file) when the view reads more than input and output."""
+    """Write ``scored.onnx`` for the card's ``denoise`` view and set ``block["graph"]`` to its
+    reference (returned too); None, with no ``graph`` key and no file left behind, when the view
+    reads more than input and output."""
     path = model_dir / ood.GRAPH_FILE
     view = block["views"].get(VIEW)
+    block.pop("graph", None)
     if view is None or not ood.graph_scorable(view):
         path.unlink(missing_ok=True)
         return None
@@ -181,7 +183,8 @@ def write(
         f.write(model.SerializeToString())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    return ood.graph_reference(model_dir, VIEW, card["sha256"][card["graphs"]["autoencoder"]])
+    block["graph"] = ood.graph_reference(model_dir, VIEW, card["sha256"][card["graphs"]["autoencoder"]])
+    return block["graph"]
 
 
 def rebuild(model_dir: Path) -> dict[str, str] | None:
@@ -195,9 +198,6 @@ def rebuild(model_dir: Path) -> dict[str, str] | None:
     calibration = ood.load(model_dir, {**card, "ood": {k: v for k, v in block.items() if k != "graph"}})
     assert calibration is not None
     ref = write(model_dir, card, block, calibration.distances)
-    block.pop("graph", None)
-    if ref is not None:
-        block["graph"] = ref
     update_card(model_dir, ood=block)
     return ref
 
@@ -211,11 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help=f"every model under {MODELS_DIR}/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    dirs = (
-        sorted(p for p in MODELS_DIR.iterdir() if (p / "card.json").is_file())
-        if args.all
-        else list(args.models)
-    )
+    dirs = model_dirs(MODELS_DIR) if args.all else list(args.models)
     if not dirs:
         parser.error("name model directories or pass --all")
     for model_dir in dirs:
