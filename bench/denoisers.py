@@ -94,7 +94,10 @@ def export_candidate(spec: list[str], folder: Path) -> Path:
         name, _, value = pair.partition("=")
         if name not in known or not value:
             raise SystemExit(f"--candidate {label}: {pair!r} is not FIELD=VALUE of a ModelConfig field")
-        changes[name] = int(value) if value.lstrip("-").isdigit() else value
+        if "," in value:  # a tuple field, e.g. lowres_dilations=1,2,4,2,1,1
+            changes[name] = tuple(int(v) for v in value.split(","))
+        else:
+            changes[name] = int(value) if value.lstrip("-").isdigit() else value
     torch.manual_seed(0)
     model = build_model(replace(preset(arch), **changes))  # type: ignore[arg-type]
     # Through training's own exporter, so that the graph timed is the graph training would ship.

@@ -125,6 +125,9 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
         kind = "Space-to-depth residual denoiser working at 14x14 only (no code)"
     if model_cfg.arch == "s2d" and model_cfg.deep_width:
         kind = kind.replace(" (no code)", " and a 7x7 level (no code)")
+    if model_cfg.arch == "s2d" and any(d > 1 for d in model_cfg.lowres_dilations):
+        dilations = ", ".join(map(str, model_cfg.lowres_dilations))
+        kind = kind.replace(" (no code)", f", its 14x14 convs dilated {dilations} (no code)")
     if model_cfg.arch == "s2d" and model_cfg.noise_input:
         kind = kind.replace(" (no code)", ", given its noise estimate (no code)")
     shape = model_cfg.code_shape

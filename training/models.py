@@ -61,6 +61,10 @@ class ModelConfig:
     # (Immerkær's estimator, computed in the graph: a fixed 3x3 conv and a mean), so that a blind
     # denoiser need not infer the level from its own features.
     noise_input: bool = False
+    # s2d without a 7x7 level: the dilation of each of the `lowres_convs` 14x14 convs (empty: all
+    # 1). A dilated 3x3 conv costs the FLOPs of a plain one and spreads its taps, so (1, 2, 4, 2, 1,
+    # 1) widens the context each feature draws on (the job of the U-Net's 7x7 level) for free.
+    lowres_dilations: tuple[int, ...] = ()
     norm: Literal["none", "batch"] = "none"
     # "glorot": Keras' default (Glorot-uniform weights, zero bias), which the lesson relies on;
     # "default": PyTorch's own (Kaiming-uniform), better suited to ReLU stacks with BatchNorm.
@@ -128,17 +132,19 @@ def preset(arch: Arch, lesson: bool = False) -> ModelConfig:
     return table[arch]
 
 
-def _conv_block(c_in: int, c_out: int, norm: str) -> list[nn.Module]:
+def _conv_block(c_in: int, c_out: int, norm: str, dilation: int = 1) -> list[nn.Module]:
     if norm == "batch":
-        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+        conv = nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation, bias=False)
+        return [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
+    return [nn.Conv2d(c_in, c_out, 3, padding=dilation, dilation=dilation), nn.ReLU()]
 
 
-def _stage(c_in: int, c_out: int, n: int, norm: str) -> list[nn.Module]:
-    """`n` conv blocks from c_in to c_out."""
+def _stage(c_in: int, c_out: int, n: int, norm: str, dilations: tuple[int, ...] = ()) -> list[nn.Module]:
+    """`n` conv blocks from c_in to c_out; the i-th 3x3 conv has dilation ``dilations[i]`` (default 1)."""
     layers: list[nn.Module] = []
     for i in range(n):
-        layers += _conv_block(c_in if i == 0 else c_out, c_out, norm)
+        d = dilations[i] if dilations else 1
+        layers += _conv_block(c_in if i == 0 else c_out, c_out, norm, d)
     return layers
 
 
@@ -299,6 +305,12 @@ class S2DNet(nn.Module):
             raise ValueError("s2d needs at least one low-resolution conv")
         if cfg.fullres_width < 0:
             raise ValueError("s2d's fullres_width is a channel count, or 0 for no 28x28 path")
+        if cfg.lowres_dilations and (
+            cfg.deep_width or len(cfg.lowres_dilations) != cfg.lowres_convs or min(cfg.lowres_dilations) < 1
+        ):
+            raise ValueError(
+                "s2d's lowres_dilations needs one dilation >= 1 per 14x14 conv, and no 7x7 level"
+            )
         f, width = cfg.fullres_width, cfg.lowres_width
         self.lowres_in: nn.Sequential | None = None
         self.deep: nn.Sequential | None = None
@@ -326,7 +338,7 @@ class S2DNet(nn.Module):
         # fullres_width 0: no 28x28 path; the last 14x14 conv predicts the noise of each 2x2 block
         # of pixels (4 channels) and the pixel-shuffle puts it in place, as FFDNet does.
         self.lowres = nn.Sequential(
-            *_stage(c_in, width, convs, cfg.norm),
+            *_stage(c_in, width, convs, cfg.norm, cfg.lowres_dilations),
             nn.Conv2d(width, 4 * f if f else 4, 3, padding=1),
         )
         self.fullres: nn.Sequential | None = None

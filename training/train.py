@@ -25,7 +25,7 @@ from training.config import LOSSES, TrainConfig, default_config
 from training.data import DATASETS
 from training.export import ExportError, model_id_for
 from training.loop import TeacherError, train
-from training.models import ARCHS, CODELESS, ModelConfig, preset
+from training.models import ARCHS, CODELESS, ModelConfig, build_model, preset
 from training.sources import is_source, source_id
 from training.splits import DataError
 
@@ -144,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deep-width", type=int, help="s2d: channels of a 7x7 level (0: none, the default)")
     p.add_argument("--deep-convs", type=int, help="s2d: number of 7x7 convs (with --deep-width)")
     p.add_argument(
+        "--lowres-dilations",
+        type=_dilations,
+        metavar="D,D,...",
+        help="s2d: the dilation of each 14x14 conv, one per --lowres-convs (e.g. 1,2,4,2,1,1)",
+    )
+    p.add_argument(
         "--noise-input",
         action="store_true",
         default=None,
@@ -172,6 +178,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dilations(value: str) -> tuple[int, ...]:
+    try:
+        dilations = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        dilations = ()
+    if not dilations or min(dilations) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give whole numbers >= 1 separated by commas")
+    return dilations
+
+
 def _data_name(value: str) -> str:
     if value in DATASETS or is_source(value):
         return value
@@ -181,7 +197,15 @@ def _data_name(value: str) -> str:
 
 
 # The ModelConfig fields an s2d run may override from the command line.
-S2D_OPTIONS = ("lowres_width", "lowres_convs", "fullres_width", "deep_width", "deep_convs", "noise_input")
+S2D_OPTIONS = (
+    "lowres_width",
+    "lowres_convs",
+    "fullres_width",
+    "deep_width",
+    "deep_convs",
+    "noise_input",
+    "lowres_dilations",
+)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig]:
@@ -223,10 +247,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, ModelConfig
     }
     if arch_overrides and args.arch != "s2d":
         raise SystemExit(
-            "--lowres-width, --lowres-convs, --fullres-width, --deep-width, --deep-convs and "
-            "--noise-input apply to --arch s2d only"
+            "--lowres-width, --lowres-convs, --fullres-width, --deep-width, --deep-convs, "
+            "--lowres-dilations and --noise-input apply to --arch s2d only"
         )
-    return cfg, replace(model_cfg, **arch_overrides)
+    model_cfg = replace(model_cfg, **arch_overrides)
+    if model_cfg.arch == "s2d":
+        try:
+            build_model(model_cfg)  # the network's own checks, before any data is read
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    return cfg, model_cfg
 
 
 def main(argv: list[str] | None = None) -> None:

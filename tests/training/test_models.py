@@ -124,6 +124,7 @@ def test_config_from_dict_rejects_unknown_fields() -> None:
         {"fullres_width": 0, "lowres_convs": 8},
         {"noise_input": True},
         {"noise_input": True, "deep_width": 16, "lowres_convs": 4},
+        {"lowres_dilations": (1, 2, 4, 2, 1, 1)},
     ],
 )
 def test_s2d_subtracts_its_noise_estimate_and_clamps(overrides: dict[str, int]) -> None:
@@ -174,6 +175,40 @@ def test_the_s2d_7x7_level_widens_what_an_output_pixel_sees() -> None:
         with torch.no_grad():
             reach[deep] = float((model.noise(y) - model.noise(x)).abs()[0, 0, 27, 27])
     assert reach[0] == 0.0 and reach[16] > 0.0
+
+
+def test_dilated_14x14_convs_reach_further_at_the_same_size() -> None:
+    # Same parameters, so the same cost; but with dilations 1, 2, 4, 2, 1, 1 the six 14x14 convs
+    # span 23 cells where plain ones span 13: a pixel at (0, 0) moves the output at (27, 27) only
+    # through the dilated stack. Its config survives the card's JSON (a list) as a tuple.
+    torch.manual_seed(1)
+    x = torch.rand(1, 1, 28, 28)
+    y = x.clone()
+    y[0, 0, 0, 0] += 1.0
+    reach, sizes = {}, {}
+    for dilations in ((), (1, 2, 4, 2, 1, 1)):
+        torch.manual_seed(0)
+        cfg = replace(preset("s2d"), lowres_dilations=dilations)
+        model = build_model(cfg).eval()
+        assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+        sizes[dilations] = sum(p.numel() for p in model.parameters())
+        with torch.no_grad():
+            reach[dilations] = float((model.noise(y) - model.noise(x)).abs()[0, 0, 27, 27])
+    assert sizes[()] == sizes[(1, 2, 4, 2, 1, 1)]
+    assert reach[()] == 0.0 and reach[(1, 2, 4, 2, 1, 1)] > 0.0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"lowres_dilations": (1, 2, 4)},
+        {"lowres_dilations": (1, 2, 0, 2, 1, 1)},
+        {"lowres_dilations": (1, 2, 2, 1), "lowres_convs": 4, "deep_width": 16},
+    ],
+)
+def test_s2d_refuses_dilations_that_do_not_fit_its_convs(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="lowres_dilations"):
+        build_model(replace(preset("s2d"), **overrides))  # type: ignore[arg-type]
 
 
 def test_s2d_refuses_a_7x7_level_without_14x14_convs_around_it() -> None:

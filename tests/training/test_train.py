@@ -250,6 +250,20 @@ def test_noise_input_is_an_s2d_option_named_in_the_card_sentence() -> None:
         config_from_args(_parser().parse_args(["--arch", "unet", "--noise-input"]))
 
 
+def test_lowres_dilations_parse_and_are_checked_before_any_data_is_read() -> None:
+    cfg, model_cfg = config_from_args(
+        _parser().parse_args(["--arch", "s2d", "--lowres-dilations", "1,2,4,2,1,1"])
+    )
+    assert model_cfg.lowres_dilations == (1, 2, 4, 2, 1, 1)
+    assert "14x14 convs dilated 1, 2, 4, 2, 1, 1 (no code)" in default_description(cfg, model_cfg)
+    with pytest.raises(SystemExit, match="one dilation >= 1 per 14x14 conv"):
+        config_from_args(_parser().parse_args(["--arch", "s2d", "--lowres-dilations", "1,2"]))
+    with pytest.raises(SystemExit):  # argparse: not whole numbers
+        _parser().parse_args(["--arch", "s2d", "--lowres-dilations", "1,x"])
+    with pytest.raises(SystemExit, match="apply to --arch s2d only"):
+        config_from_args(_parser().parse_args(["--arch", "unet", "--lowres-dilations", "1,1"]))
+
+
 def test_noise_options_that_cannot_work_are_refused() -> None:
     for argv, words in (
         (["--noise", "mixed", "--noise-max", "0.3"], "default range"),
