@@ -18,6 +18,7 @@ sha256 in their cards; the outputs stay bit-identical (:func:`strip_model_dir`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -43,8 +44,9 @@ from training import noise, ood_graph
 from training.calibrate import Data as CalibrationData
 from training.calibrate import calibrate
 from training.checkpoint import load_checkpoint, load_model
+from training.config import TrainConfig, default_description
 from training.data import DataError, load_dataset
-from training.models import Autoencoder, Model
+from training.models import Autoencoder, Model, ModelConfig
 from training.splits import VAL_FRACTION, VAL_SPLIT_SEED
 
 OPSET = 18
@@ -86,6 +88,19 @@ def model_id_for(dataset: str, arch: str) -> str:
     """`<dataset>-<arch>`, where both MNIST variants are plain `mnist` (docs/architecture.md's model ids)."""
     family = "mnist" if dataset in ("mnist5k", "mnist") else dataset
     return f"{family}-{arch}"
+
+
+def _stored_description(state: dict[str, Any], model_cfg: ModelConfig) -> str:
+    """The sentence the run gave its card: the one it was told, or the one its configs make."""
+    if state.get("description"):
+        return str(state["description"])
+    stored = state.get("train_config") or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        cfg = TrainConfig(**{k: v for k, v in stored.items() if k in known})
+    except TypeError:
+        return f"{model_cfg.arch} model"
+    return default_description(cfg, model_cfg)
 
 
 def split_description(dataset: str) -> dict[str, str]:
@@ -504,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         model,
         args.out,
         dataset=train_cfg.get("data", "mnist5k"),
-        description=args.description or state.get("description") or f"{model.config.arch} model",
+        description=args.description or _stored_description(state, model.config),
         model_id=args.model_id,
         train_config=train_cfg,
         seed=train_cfg.get("seed"),

@@ -225,6 +225,9 @@ def test_cli_names_an_own_data_model_after_its_folder_and_records_its_noise(tmp_
     main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "my-glyphs")])
     card = json.loads((tmp_path / "my-glyphs" / "card.json").read_text())
     assert card["id"] == "my-glyphs" and card["dataset"] == "folder:/data/glyphs"
+    # The checkpoint stored no sentence: the card gets the one its configs make, as training's own export.
+    assert card["description"].startswith("Space-to-depth residual denoiser with a thin full-resolution path")
+    assert "salt-pepper" in card["description"]
     assert "ood" not in card  # its images are not readable here: exported, and left uncalibrated
     assert card["noise"]["kind"] == "salt-pepper" and card["noise"]["levels"]["salt-pepper"]["range"] == [
         0.0,
