@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from contract import ood
-from contract.card import model_dirs
+from contract.card import model_dirs, update_card
 from training import ood_graph
 
 log = logging.getLogger(__name__)
@@ -213,7 +211,7 @@ def calibrate(model_dir: Path, data: Data | None = None, data_dir: Path | None =
     }
     # The denoise view's signals as nodes after the autoencoder graph, for the service's hot path.
     ood_graph.write(model_dir, card, block, distances)
-    write_block(model_dir, block)
+    update_card(model_dir, ood=block)  # checked as the registry checks it, written atomically
     log.info(
         "calibrated %s on %d validation images x %d conditions", model_dir, len(validation), len(conditions)
     )
@@ -254,18 +252,6 @@ def own_data_options(card: dict[str, Any]) -> dict[str, Any]:
         return {}
     train = (card.get("config") or {}).get("train") or {}
     return {k: train[k] for k in ("skip_bad", "invert") if k in train}
-
-
-def write_block(model_dir: Path, block: dict[str, Any]) -> None:
-    """Set the card's ``ood`` key atomically (until the card module owns card writes)."""
-    path = model_dir / "card.json"
-    card = json.loads(path.read_text())
-    card["ood"] = block
-    fd, tmp = tempfile.mkstemp(prefix=".card.", suffix=".tmp", dir=model_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(card, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
