@@ -18,6 +18,7 @@ sha256 in their cards; the outputs stay bit-identical (:func:`strip_model_dir`).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime as dt
 import logging
@@ -52,6 +53,9 @@ from training.splits import VAL_FRACTION, VAL_SPLIT_SEED
 OPSET = 18
 PARITY_ATOL = 1e-5
 PARITY_BATCH = 5
+# Past PARITY_ATOL, a graph still passes when it is within this multiple of PyTorch float32's own
+# distance from the float64 network (_check_graph).
+PARITY_FLOAT64_FACTOR = 2.0
 IMAGE_SHAPE = (cards.BATCH_AXIS, *cards.IMAGE_DIMS)
 # Files and folders in a model directory that export does not own (the evaluation writes report/):
 # they are carried over into the new directory instead of being deleted with the old one.
@@ -286,9 +290,35 @@ def _check_graph(graph: _Graph, path: Path, example: torch.Tensor) -> float:
     (got,) = session.run(None, {graph.input_name: example.numpy()})
     diff = float(np.max(np.abs(got - expected)))
     tolerance = parity_tolerance(expected)
+    if math.isfinite(diff) and diff > tolerance:
+        # Two float32 runs may differ by more than the bound when the network amplifies rounding
+        # (random pixels drive a trained net far outside its range); then the network in float64
+        # judges which of them is off (float64_judged).
+        with torch.no_grad():
+            exact = copy.deepcopy(graph.module).double()(example.double()).numpy()
+        if float64_judged(got, expected, exact, tolerance):
+            log.info(
+                "%s: onnxruntime differs from PyTorch by %.3g > %.3g, but is no further than PyTorch "
+                "from the float64 network (%.3g against %.3g); accepted",
+                path.name,
+                diff,
+                tolerance,
+                float(np.max(np.abs(got - exact))),
+                float(np.max(np.abs(expected - exact))),
+            )
+            return diff
     if not math.isfinite(diff) or diff > tolerance:
         raise ExportError(f"{path.name}: onnxruntime differs from PyTorch by {diff:.3g} > {tolerance:.3g}")
     return diff
+
+
+def float64_judged(got: np.ndarray, expected: np.ndarray, exact: np.ndarray, tolerance: float) -> bool:
+    """Whether onnxruntime's ``got`` is faithful by the float64 network's ``exact`` answer: within
+    ``tolerance`` of it, or within PARITY_FLOAT64_FACTOR times PyTorch float32's own distance from
+    it (``expected``). A wrong graph is off by orders of magnitude more than rounding."""
+    error = float(np.max(np.abs(got - exact)))
+    own = float(np.max(np.abs(expected - exact)))
+    return math.isfinite(error) and error <= max(tolerance, PARITY_FLOAT64_FACTOR * own)
 
 
 def parity_tolerance(expected: np.ndarray) -> float:

@@ -153,8 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         "--noise-input",
         action="store_true",
         default=None,
-        help="s2d, experimental: feed the image's estimated noise level (computed in the graph) to the "
-        "14x14 convs (a trained run's export may miss the 1e-5 parity bound; docs/training.md)",
+        help="s2d: feed the image's estimated noise level (computed in the graph) to the 14x14 convs",
     )
     p.add_argument(
         "--teacher",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from training import export as export_module
 from training.checkpoint import save_checkpoint
 from training.export import (
     PARITY_ATOL,
     ExportError,
     build_paths,
     export_model,
+    float64_judged,
     main,
     parity_tolerance,
     strip_build_info,
@@ -166,6 +169,33 @@ def test_failed_parity_raises_and_leaves_the_old_model_in_place(tmp_path: Path) 
         _export(model, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["mnist-conv"], "staging folder left behind"
+
+
+def test_float64_judges_two_float32_runs_that_disagree() -> None:
+    exact = np.array([0.25, 0.5, 0.75])
+    torch32 = exact + np.array([3e-5, 0.0, -1e-5])  # PyTorch's own rounding: 3e-5 off
+    assert float64_judged(exact + 2e-5, torch32, exact, 1e-5)  # onnxruntime closer than that
+    assert float64_judged(exact + 5.5e-5, torch32, exact, 1e-5)  # within twice PyTorch's own error
+    assert not float64_judged(exact + 6.5e-5, torch32, exact, 1e-5)
+    assert not float64_judged(exact + 1e-2, torch32, exact, 1e-5)  # a wrong graph
+    assert not float64_judged(exact * np.nan, torch32, exact, 1e-5)
+
+
+def test_an_export_past_the_float32_bound_passes_when_float64_says_it_is_faithful(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Conv weights tripled: random pixels drive the untrained s2d's features high, and its two
+    # float32 runs (PyTorch, onnxruntime) differ by ~6e-6. With the bound made tiny, only the
+    # float64 network can tell the export is sound: it is, and the card records the difference.
+    torch.manual_seed(0)
+    model = build_model(replace(preset("s2d"), norm="none"))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 4:
+                p.mul_(3.0)
+    monkeypatch.setattr(export_module, "PARITY_ATOL", 1e-9)
+    card = _export(model, tmp_path / "mnist-s2d")
+    assert card["parity_max_abs_diff"]["autoencoder.onnx"] > 1e-9
 
 
 def test_parity_tolerance_is_absolute_for_images_and_relative_for_large_codes() -> None:
