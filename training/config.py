@@ -112,8 +112,11 @@ def default_config(arch: Arch, data: str, lesson: bool) -> TrainConfig:
     return TrainConfig(arch=arch, data=data, epochs=60 if small else 5, batch_size=64, lr=2e-3, shift=shift)
 
 
-def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
-    """One sentence for the card: what the network is and what it was trained on."""
+def default_description(
+    cfg: TrainConfig, model_cfg: ModelConfig, warm_start: dict[str, Any] | None = None
+) -> str:
+    """One sentence for the card: what the network is and what it was trained on (and, for a
+    warm start, the run it continued: ``training.warmstart.provenance``)."""
     kind = {
         "dense": "Dense autoencoder (784-32-784)",
         "conv": "Convolutional autoencoder",
@@ -141,7 +144,13 @@ def default_description(cfg: TrainConfig, model_cfg: ModelConfig) -> str:
     else:
         noise = f"noise levels s ~ U[{cfg.noise_min}, {cfg.noise_max}] (blind)"
     taught = f", distilled from {Path(cfg.teacher).name}" if cfg.teacher else ""
-    return f"{kind}{code}, trained on {cfg.data} with {noise}{taught}, {cfg.epochs} epochs."
+    continued = ""
+    if warm_start:
+        before = warm_start.get("epochs")
+        run = f"a {before}-epoch run" if before else "an exported model"
+        named = f" ({warm_start['model_id']})" if warm_start.get("model_id") else ""
+        continued = f", continuing {run}{named} from its weights"
+    return f"{kind}{code}, trained on {cfg.data} with {noise}{taught}, {cfg.epochs} epochs{continued}."
 
 
 def noise_card(cfg: TrainConfig) -> dict[str, Any]:

@@ -266,6 +266,7 @@ def train(
     best: dict[str, Any] | None = None  # {"epoch", "val_psnr", "model"}: the epoch to export
     elapsed = 0.0
     start_epoch = 0
+    warm_start: dict[str, Any] | None = None  # training.warmstart's record of the starting graph
     if resume:
         state = load_checkpoint(checkpoint)
         # A checkpoint written before a field existed holds that field's default.
@@ -281,6 +282,7 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         history, elapsed, start_epoch = state["history"], state["elapsed_s"], state["epoch"]
         val_history, best = state.get("val_history", []), state.get("best")
+        warm_start = state.get("warm_start")
         log.info("resumed %s at epoch %d/%d", checkpoint, start_epoch, cfg.epochs)
 
     last_epoch = 1 if dry_run else cfg.epochs
@@ -329,6 +331,7 @@ def train(
                 "best": best,
                 "elapsed_s": elapsed,
                 "description": description,
+                "warm_start": warm_start,
             },
         )
     bar.close()
@@ -343,6 +346,8 @@ def train(
         "threads": torch.get_num_threads(),
         "completed": done,
     }
+    if warm_start:
+        summary["warm_start"] = warm_start
     if not done:
         log.info("stopped after epoch %d; continue with --resume", len(history))
         return summary
@@ -364,7 +369,7 @@ def train(
             model,
             out,
             dataset=cfg.data,
-            description=description or default_description(cfg, model_cfg),
+            description=description or default_description(cfg, model_cfg, warm_start),
             model_id=model_id,
             train_config=cfg.to_dict(),
             seed=cfg.seed,

@@ -21,8 +21,11 @@ training mode, where BatchNorm uses each batch's statistics, it starts close to 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from training.config import TrainConfig
 from training.data import load_dataset
 from training.export import model_id_for
 from training.loop import corrupt, make_scheduler
-from training.models import Model, build_model
+from training.models import Model, ModelConfig, build_model
 from training.train import _parser, config_from_args
 
 log = logging.getLogger("training.warmstart")
@@ -126,6 +129,37 @@ def load_graph_weights(model: Model, weights: dict[str, np.ndarray], calibration
             bn.bias.copy_(mean + folded_bias[bn])
 
 
+def provenance(init: Path) -> dict[str, Any]:
+    """What the card says about the graph a run started from: its sha256, and the model id and
+    epochs of the card beside it when there is one (no path: cards do not name this machine's
+    folders)."""
+    entry: dict[str, Any] = {"sha256": hashlib.sha256(init.read_bytes()).hexdigest()}
+    card = _card_beside(init)
+    if card is not None:
+        entry["model_id"] = card.get("id")
+        entry["epochs"] = (card.get("training") or {}).get("epochs_done")
+    return entry
+
+
+def _card_beside(init: Path) -> dict[str, Any] | None:
+    card_file = init.parent / "card.json"
+    return json.loads(card_file.read_text()) if card_file.is_file() else None
+
+
+def check_same_network(init: Path, model_cfg: ModelConfig) -> None:
+    """Refuse a graph whose card describes another network than the options do. Same-shaped
+    weights (a dilation, the noise input's buffer) would load, and train a different network."""
+    card = _card_beside(init)
+    stored = ((card or {}).get("config") or {}).get("model")
+    if not stored:
+        return
+    theirs = ModelConfig.from_dict(stored)
+    differ = [f.name for f in fields(ModelConfig) if getattr(theirs, f.name) != getattr(model_cfg, f.name)]
+    if differ:
+        wanted = ", ".join(f"{name}={getattr(theirs, name)!r}" for name in differ)
+        raise WarmStartError(f"its card describes another network ({wanted}); give the same options")
+
+
 def warm_checkpoint(
     cfg: TrainConfig, model_cfg: Any, init: Path, checkpoint: Path, data_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -142,6 +176,7 @@ def warm_checkpoint(
     cal_gen = torch.Generator().manual_seed(cfg.seed + 1)
     pick = torch.randperm(len(train_x), generator=cal_gen)[:CALIBRATION_IMAGES]
     clean = torch.from_numpy(np.ascontiguousarray(train_x))[:, None][pick]
+    check_same_network(init, model_cfg)
     load_graph_weights(model, graph_weights(init), corrupt(clean, cfg, cal_gen))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
@@ -158,7 +193,7 @@ def warm_checkpoint(
         "best": None,
         "elapsed_s": 0.0,
         "description": None,
-        "warm_start": str(init),
+        "warm_start": provenance(init),
     }
     save_checkpoint(checkpoint, state)
     return state
