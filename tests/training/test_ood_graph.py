@@ -64,6 +64,12 @@ def test_scored_graph_gives_the_autoencoders_images_and_the_numpy_signals(
     else:
         assert len(extra) == len(view["signals"])
     graph, numpy = calibration.graph_scores(extra), calibration.score("denoise", x, outputs=plain)
+    # graph_scores' shortcut for one noise bin and one table is the general arithmetic, exactly.
+    values = {name: np.asarray(r, dtype=np.float64) for name, r in zip(view["signals"], extra, strict=False)}
+    general = calibration.scores("denoise", values, extra[-1] if ood.needs_noise(view) else None)
+    assert np.array_equal(graph.percentile, general.percentile)
+    assert np.array_equal(graph.value, general.value)
+    assert (calibration._direct is None) == ood.needs_noise(view)
     assert np.allclose(graph.percentile, numpy.percentile, atol=0.02)
     assert (graph.in_distribution == numpy.in_distribution).all()
     assert 0 < graph.in_distribution.mean() < 1  # digits in, uniform noise out, for every model
