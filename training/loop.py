@@ -282,7 +282,8 @@ def train(
         torch.set_rng_state(state["rng"]["torch"])
         history, elapsed, start_epoch = state["history"], state["elapsed_s"], state["epoch"]
         val_history, best = state.get("val_history", []), state.get("best")
-        warm_start = state.get("warm_start")
+        # (Warm starts before the card recorded them stored the starting graph's local path: dropped.)
+        warm_start = state.get("warm_start") if isinstance(state.get("warm_start"), dict) else None
         log.info("resumed %s at epoch %d/%d", checkpoint, start_epoch, cfg.epochs)
 
     last_epoch = 1 if dry_run else cfg.epochs
