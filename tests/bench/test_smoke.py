@@ -117,6 +117,13 @@ def test_stages_prints_every_stage() -> None:
         assert stage in out
 
 
+def test_ood_request_cost_times_the_score_on_and_off() -> None:
+    out = _run("ood_request_cost", "--requests", "5", "--rounds", "1")
+    for row in ("| score on |", "| score off |", "run_all scored.onnx", "run autoencoder.onnx"):
+        assert row in out
+    assert "batch function, autoencoder, scores on" in out
+
+
 def _numbers(value: object) -> list[float]:
     if isinstance(value, bool):
         return []
