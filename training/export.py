@@ -298,7 +298,7 @@ def _check_graph(graph: _Graph, path: Path, example: torch.Tensor) -> float:
             exact = copy.deepcopy(graph.module).double()(example.double()).numpy()
         if float64_judged(got, expected, exact, tolerance):
             log.info(
-                "%s: onnxruntime differs from PyTorch by %.3g > %.3g, but is no further than PyTorch "
+                "%s: onnxruntime differs from PyTorch by %.3g > %.3g, but is within twice PyTorch's distance "
                 "from the float64 network (%.3g against %.3g); accepted",
                 path.name,
                 diff,
