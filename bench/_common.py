@@ -6,6 +6,7 @@ because the figures of a 2-core machine shared with other jobs mean little witho
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import io
@@ -19,10 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,7 @@ BIN = Path(sys.executable).parent
 LUA = ROOT / "bench" / "multipart.lua"
 BODY_LUA = ROOT / "bench" / "body.lua"
 HOST = "127.0.0.1"
+BOUNDARY = "aebench5f0c1e7d2a"  # of multipart_body
 
 
 def command_line(module: str, argv: Sequence[str] | None = None) -> str:
@@ -332,3 +335,65 @@ def write_json(path: Path | None, payload: dict[str, object]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {path}")
+
+
+def multipart_body(png: bytes) -> bytes:
+    """One upload of ``png`` in the field ``file``, as the benchmarks send it (boundary BOUNDARY)."""
+    return (
+        (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def asgi_post(app: Any, path: str, body: bytes) -> Callable[[], Awaitable[int]]:
+    """One POST through the ASGI app with an in-memory body; returns the status."""
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    path_only, _, query = path.partition("?")
+
+    async def call() -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path_only,
+            "raw_path": path_only.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        sent = False
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)  # a client that stays connected
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope, receive, send)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}")
+        return status
+
+    return call

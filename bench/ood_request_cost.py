@@ -22,12 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._common import command_line, digit_png, machine_state
+from bench._common import asgi_post, command_line, digit_png, machine_state, multipart_body
 from service import inference, state
 from service.config import Settings
 from service.main import create_app
 
-BOUNDARY = "bench"
 CPU: dict[str, float] = defaultdict(float)  # label -> thread CPU seconds
 CALLS: dict[str, int] = defaultdict(int)
 
@@ -60,78 +59,27 @@ def _instrument() -> None:
     state.ServiceState._batch_functions = batch_functions  # type: ignore[method-assign]
 
 
-def _request(png: bytes, model: str) -> tuple[dict[str, Any], bytes]:
-    body = (
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + png
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/denoise",
-        "raw_path": b"/denoise",
-        "query_string": f"model={model}".encode(),
-        "root_path": "",
-        "headers": [
-            (b"host", b"bench"),
-            (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    return scope, body
-
-
-async def _one(app: Any, scope: dict[str, Any], body: bytes) -> None:
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # the client never disconnects
-        raise AssertionError("unreachable")
-
-    status: list[int] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(dict(scope), receive, send)
-    if status != [200]:
-        raise SystemExit(f"/denoise answered {status}")
-
-
 async def run(args: argparse.Namespace) -> None:
-    png = digit_png(Path(tempfile.mkdtemp(prefix="ae-bench-"))).read_bytes()
-    scope, body = _request(png, args.model)
-    apps = {}
+    body = multipart_body(digit_png(Path(tempfile.mkdtemp(prefix="ae-bench-"))).read_bytes())
+    calls = {}
+    apps = []
     for label, on in (("on", True), ("off", False)):
         app = create_app(Settings(ood_scores=on, log_level="warning"))
         await app.state.service.start()
-        apps[label] = app
+        apps.append(app)
+        calls[label] = asgi_post(app, f"/denoise?model={args.model}", body)
         for _ in range(100):  # warm-up, not counted
-            await _one(app, scope, body)
+            await calls[label]()
     CPU.clear()
     CALLS.clear()
-    process: dict[str, list[float]] = {label: [] for label in apps}
+    process: dict[str, list[float]] = {label: [] for label in calls}
     for _ in range(args.rounds):
-        for label, app in apps.items():
+        for label, call in calls.items():
             start = time.process_time()
             for _ in range(args.requests):
-                await _one(app, scope, body)
+                await call()
             process[label].append((time.process_time() - start) / args.requests * 1e6)
-    for app in apps.values():
+    for app in apps:
         await app.state.service.stop()
     print(f"command: {command_line('bench.ood_request_cost')}\n{machine_state()}\n")
     print("| process CPU per request, µs | median | range |\n|---|---|---|")

@@ -17,11 +17,10 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bench._common import command_line, digit_png, machine_state
+from bench._common import BOUNDARY, asgi_post, command_line, digit_png, machine_state, multipart_body
 from bench.echo_app import create_echo_app
 from service import imaging
 from service.batching import Batcher
@@ -29,8 +28,6 @@ from service.config import Settings
 from service.intake import parse_multipart
 from service.main import create_app
 from service.registry import load_model
-
-BOUNDARY = "aebench5f0c1e7d2a"
 
 
 def _cpu_us(fn: Callable[[], object], seconds: float, windows: int) -> float:
@@ -58,85 +55,24 @@ async def _acpu_us(fn: Callable[[], Awaitable[object]], seconds: float, windows:
     return float(statistics.median(per_call))
 
 
-def _multipart(png: bytes) -> bytes:
-    return (
-        (
-            f"--{BOUNDARY}\r\n"
-            'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + png
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-
-
-def _asgi_call(app: Any, path: str, body: bytes) -> Callable[[], Awaitable[int]]:
-    """One POST through the ASGI app with an in-memory body; returns the status."""
-    headers = [
-        (b"host", b"127.0.0.1"),
-        (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    path_only, _, query = path.partition("?")
-
-    async def call() -> int:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path_only,
-            "raw_path": path_only.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 8000),
-            "state": {},
-        }
-        sent = False
-        status = 0
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.sleep(3600)  # a client that stays connected
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-
-        await app(scope, receive, send)
-        if status != 200:
-            raise RuntimeError(f"{path} answered {status}")
-        return status
-
-    return call
-
-
 async def _asgi_rows(png: bytes, seconds: float, windows: int) -> dict[str, float]:
     settings = Settings(log_level="warning")
-    body = _multipart(png)
+    body = multipart_body(png)
     echo = create_echo_app(settings)
     service = create_app(settings)
     rows: dict[str, float] = {}
     async with service.router.lifespan_context(service):
         rows["echo app, whole request (ASGI, no socket)"] = await _acpu_us(
-            _asgi_call(echo, "/echo", body), seconds, windows
+            asgi_post(echo, "/echo", body), seconds, windows
         )
         rows["/denoise, whole request (ASGI, no socket), log level warning"] = await _acpu_us(
-            _asgi_call(service, "/denoise", body), seconds, windows
+            asgi_post(service, "/denoise", body), seconds, windows
         )
     settings = Settings(log_level="info")
     service = create_app(settings)
     async with service.router.lifespan_context(service):
         rows["/denoise, whole request (ASGI, no socket), log level info"] = await _acpu_us(
-            _asgi_call(service, "/denoise", body), seconds, windows
+            asgi_post(service, "/denoise", body), seconds, windows
         )
     return rows
 
@@ -183,7 +119,7 @@ def main() -> None:
     batch32 = np.repeat(image, 32, axis=0)
     output = graph.run(image)[0, 0]
 
-    body = _multipart(png)
+    body = multipart_body(png)
     content_type = f"multipart/form-data; boundary={BOUNDARY}"
     rows = {
         "parse the multipart body (multipart.PushMultipartParser)": _cpu_us(
