@@ -129,12 +129,11 @@ def load_graph_weights(model: Model, weights: dict[str, np.ndarray], calibration
             bn.bias.copy_(mean + folded_bias[bn])
 
 
-def provenance(init: Path) -> dict[str, Any]:
+def provenance(init: Path, card: dict[str, Any] | None) -> dict[str, Any]:
     """What the card says about the graph a run started from: its sha256, and the model id and
-    epochs of the card beside it when there is one (no path: cards do not name this machine's
-    folders)."""
+    epochs of ``card``, the card beside it, when there is one (no path: cards do not name this
+    machine's folders)."""
     entry: dict[str, Any] = {"sha256": hashlib.sha256(init.read_bytes()).hexdigest()}
-    card = _card_beside(init)
     if card is not None:
         entry["model_id"] = card.get("id")
         entry["epochs"] = (card.get("training") or {}).get("epochs_done")
@@ -146,10 +145,9 @@ def _card_beside(init: Path) -> dict[str, Any] | None:
     return json.loads(card_file.read_text()) if card_file.is_file() else None
 
 
-def check_same_network(init: Path, model_cfg: ModelConfig) -> None:
-    """Refuse a graph whose card describes another network than the options do. Same-shaped
+def check_same_network(card: dict[str, Any] | None, model_cfg: ModelConfig) -> None:
+    """Refuse a graph whose ``card`` describes another network than the options do. Same-shaped
     weights (a dilation, the noise input's buffer) would load, and train a different network."""
-    card = _card_beside(init)
     stored = ((card or {}).get("config") or {}).get("model")
     if not stored:
         return
@@ -176,7 +174,8 @@ def warm_checkpoint(
     cal_gen = torch.Generator().manual_seed(cfg.seed + 1)
     pick = torch.randperm(len(train_x), generator=cal_gen)[:CALIBRATION_IMAGES]
     clean = torch.from_numpy(np.ascontiguousarray(train_x))[:, None][pick]
-    check_same_network(init, model_cfg)
+    card = _card_beside(init)
+    check_same_network(card, model_cfg)
     load_graph_weights(model, graph_weights(init), corrupt(clean, cfg, cal_gen))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
@@ -193,7 +192,7 @@ def warm_checkpoint(
         "best": None,
         "elapsed_s": 0.0,
         "description": None,
-        "warm_start": provenance(init),
+        "warm_start": provenance(init, card),
     }
     save_checkpoint(checkpoint, state)
     return state
