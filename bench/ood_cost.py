@@ -7,7 +7,7 @@ change on the machine hits all alike); median per-image microseconds. The candid
 model's denoising graph (what /denoise runs anyway), the encoders (a side graph a codeless denoiser
 could borrow for a code distance; what an autoencoder's /denoise runs in addition for its code),
 contract.ood's numpy scoring of a batch through the shipped cards, and the scored graphs
-(``scored.onnx``: the autoencoder graph with the same signals as extra outputs) beside their
+(``scored.onnx``: the autoencoder graph with the whole score as an extra output) beside their
 autoencoder graphs: the difference is what the score costs the service now.
 """
 

@@ -1,6 +1,6 @@
 """CPU a ``/denoise`` request costs with the out-of-distribution score on and off, in one process.
 
-    python -m bench.ood_request_cost [--requests 500] [--rounds 7] [--model mnist-s2d]
+    python -m bench.ood_request_cost [--requests 100] [--rounds 40] [--model mnist-s2d]
 
 Two apps (``AE_OOD_SCORES`` true and false) are started in this process and driven straight
 through ASGI (no client, no socket), round by round, interleaved. Per request it reports the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -82,10 +83,13 @@ async def run(args: argparse.Namespace) -> None:
     for app in apps:
         await app.state.service.stop()
     print(f"command: {command_line('bench.ood_request_cost')}\n{machine_state()}\n")
-    print("| process CPU per request, µs | median | range |\n|---|---|---|")
+    print("| process CPU per request, µs | median | quartiles | range |\n|---|---|---|---|")
+    # Each round's own difference: a load change on the machine moves both variants of a round.
+    process["on − off, paired by round"] = [a - b for a, b in zip(process["on"], process["off"], strict=True)]
     for label, values in process.items():
-        ordered = sorted(values)
-        print(f"| score {label} | {ordered[len(ordered) // 2]:.0f} | {ordered[0]:.0f}–{ordered[-1]:.0f} |")
+        q1, q2, q3 = statistics.quantiles(values, n=4)
+        name = label if label.startswith("on −") else f"score {label}"
+        print(f"| {name} | {q2:.0f} | {q1:.0f}–{q3:.0f} | {min(values):.0f}–{max(values):.0f} |")
     print("\n| inference thread, CPU per call, µs | calls | µs |\n|---|---|---|")
     for name in sorted(CPU):
         print(f"| {name} | {CALLS[name]} | {CPU[name] / CALLS[name] * 1e6:.1f} |")
@@ -93,8 +97,8 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ood_request_cost", description=__doc__)
-    parser.add_argument("--requests", type=int, default=500, help="requests per variant and round")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=100, help="requests per variant and round")
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--model", default="mnist-s2d")
     args = parser.parse_args()
     logging.disable(logging.WARNING)

@@ -38,18 +38,20 @@ the card, named with its sha256 in the card.
 
 **The scored graph.** When the ``denoise`` view reads only the input and the output (``pictures``,
 ``input``), calibration also writes ``scored.onnx`` (``training/ood_graph.py``): the autoencoder
-graph with step 1 appended as ONNX nodes, whose extra outputs are each signal (``ood_<signal>``)
-and, where the view needs it, the noise estimate (``ood_noise``). The service runs it in place of
-the autoencoder graph, so a batch's signals cost one onnxruntime call instead of some twenty numpy
-calls (docs/benchmarks.md, "The score inside the graph"); steps 2 and 3 stay here
-(:meth:`Calibration.scores`). The card's ``ood.graph`` names the file, its sha256 and the sha256
-of the autoencoder graph it was built from.
+graph with all three steps appended as ONNX nodes, the view's standardising and percentile tables
+built in as constants, whose one extra output is each image's percentile (``ood_percentile``).
+The service runs it in place of the autoencoder graph, so a batch's scores cost one onnxruntime
+call and one comparison (docs/benchmarks.md, "The score inside the graph"). The card stays the
+one place the calibration lives: its ``ood.graph`` names the file, its sha256, the sha256 of the
+autoencoder graph it was built from and the sha256 of the view it builds in (:func:`view_digest`);
+a graph whose view or autoencoder differs from the card's is not used.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,7 @@ GRAPH_FILE = "scored.onnx"
 # The signals the scored graph computes (from the input and the output alone) and the names of its
 # extra outputs.
 GRAPH_SIGNALS = ("pictures", "input")
-NOISE_OUTPUT = "ood_noise"
+PERCENTILE_OUTPUT = "ood_percentile"
 THRESHOLD_PERCENTILE = 99.5
 CLUSTERS = 10
 # Percentiles stored for the combined value: every whole one, then tenths through the tail, where
@@ -386,7 +388,9 @@ class Scores:
     percentile: np.ndarray
     in_distribution: np.ndarray
     threshold: float
-    value: np.ndarray
+    # The combined signal the percentile was read from; None where the scored graph gave the
+    # percentile itself.
+    value: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.percentile)
@@ -399,7 +403,7 @@ def to_percentiles(view: dict[str, Any], value: np.ndarray, sigma: np.ndarray | 
     A view with per-noise ``tables`` maps each value through the tables of the two quartiles
     whose centres bracket its noise estimate ``sigma`` and interpolates linearly between them
     (the nearest one's alone beyond the outermost centres)."""
-    tables = _tables(view)
+    tables = percentile_tables(view)
     if len(tables) == 1:
         percentile = np.interp(value, *tables[0], left=0.0, right=100.0)
     else:
@@ -417,10 +421,10 @@ def to_percentiles(view: dict[str, Any], value: np.ndarray, sigma: np.ndarray | 
     )
 
 
-def _tables(view: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The view's table (or per-noise tables) as arrays, a run of equal values (ties in
-    validation) kept at its upper end so that such a value is never called more typical than it
-    is; computed once per view."""
+def percentile_tables(view: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The view's table (or per-noise tables) as (values, percentiles) arrays, a run of equal
+    values (ties in validation) kept at its upper end so that such a value is never called more
+    typical than it is; computed once per view."""
     key = id(view)
     cached = _TABLES.get(key)
     if cached is None or cached[0] is not view:
@@ -439,11 +443,6 @@ def _tables(view: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
 _TABLES: dict[int, tuple[dict[str, Any], list[tuple[np.ndarray, np.ndarray]]]] = {}
 
 
-def signal_output(name: str) -> str:
-    """The scored graph's output that holds signal ``name``."""
-    return f"ood_{name}"
-
-
 def needs_noise(view: dict[str, Any]) -> bool:
     """Whether scoring the view needs each image's noise estimate (several bins, or tables)."""
     return len(view["noise_centres"]) > 1 or "tables" in view
@@ -456,14 +455,15 @@ def graph_scorable(view: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class ScoredGraph:
-    """``scored.onnx`` as the card names it: the file, and the outputs the view's scores read."""
+    """``scored.onnx`` as the card names it: the file, and its outputs after the autoencoder's."""
 
     path: Path
     view: str
-    outputs: tuple[str, ...]  # signal outputs in the view's order, then NOISE_OUTPUT if needed
-    # Why it must not be used, or "": built from another autoencoder graph than the card names
-    # (a re-export, or a copy whose metadata was edited, without rebuilding it). The model is
-    # still served, through autoencoder.onnx and the numpy signals.
+    outputs: tuple[str, ...] = (PERCENTILE_OUTPUT,)
+    # Why it must not be used, or "": built from another autoencoder graph or another calibration
+    # of the view than the card names (a re-export, a copy whose card was edited, or a graph of an
+    # older form, without rebuilding it). The model is still served, through autoencoder.onnx and
+    # the numpy scores.
     stale: str = ""
 
 
@@ -498,49 +498,19 @@ class Calibration:
         sigma = noise_estimate(images) if needs_noise(spec) else None
         return self.scores(view, values, sigma)
 
-    @functools.cached_property
-    def _direct(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray], float] | None:
-        """The scored graph's view as arrays (medians, IQRs, table, threshold) when it has one
-        noise bin and one table, else None (graph_scores then takes the general path)."""
-        if self.graph is None:
-            return None
-        spec = self.block["views"][self.graph.view]
-        if needs_noise(spec):
-            return None
-        median = np.array([spec["standardise"][name]["median"][0] for name in spec["signals"]], np.float64)
-        iqr = np.array([spec["standardise"][name]["iqr"][0] for name in spec["signals"]], np.float64)
-        return median, iqr, _tables(spec)[0], float(spec["threshold_percentile"])
-
     def scores(self, view: str, values: dict[str, np.ndarray], sigma: np.ndarray | None) -> Scores:
-        """Steps 2 and 3 on signals already computed (by :meth:`score` or the scored graph);
-        ``sigma`` may be None when the view does not need the noise estimate."""
+        """Steps 2 and 3 on signals already computed (by :meth:`score`); ``sigma`` may be None
+        when the view does not need the noise estimate."""
         spec = self.block["views"][view]
         n = len(next(iter(values.values())))
         noise = np.zeros(n) if sigma is None else np.asarray(sigma, dtype=np.float64)
         return to_percentiles(spec, combined(spec, values, noise), noise)
 
-    def graph_scores(self, results: list[np.ndarray]) -> Scores:
-        """The scores of a batch from the scored graph's extra outputs (in ``graph.outputs`` order)."""
-        assert self.graph is not None
-        spec = self.block["views"][self.graph.view]
-        direct = self._direct
-        if direct is not None:
-            # The same arithmetic as scores() for one noise bin and one table, in four numpy
-            # calls: each call of a small batch costs more than its work (here, after the model's
-            # run has cleared the CPU's caches, the general path took about 60 µs a batch).
-            median, iqr, (table, percentiles), threshold = direct
-            if len(median) == 1:
-                value = (np.asarray(results[0], dtype=np.float64) - median[0]) / iqr[0]
-            else:
-                stacked = np.asarray(results[: len(median)], dtype=np.float64)
-                value = ((stacked - median[:, None]) / iqr[:, None]).max(axis=0)
-            percentile = np.interp(value, table, percentiles, left=0.0, right=100.0)
-            return Scores(percentile, percentile <= threshold, threshold, value)
-        values = {
-            name: np.asarray(r, dtype=np.float64) for name, r in zip(spec["signals"], results, strict=False)
-        }
-        sigma = results[len(spec["signals"])] if needs_noise(spec) else None
-        return self.scores(self.graph.view, values, sigma)
+    def percentile_scores(self, view: str, percentile: np.ndarray) -> Scores:
+        """The scores of a batch whose percentiles are known (the scored graph's
+        ``ood_percentile``): each flagged against the view's threshold."""
+        threshold = float(self.block["views"][view]["threshold_percentile"])
+        return Scores(percentile, percentile <= threshold, threshold)
 
 
 def _sha256(path: Path) -> str:
@@ -611,22 +581,30 @@ def _scored_graph(
     filename = (card.get("graphs") or {}).get("autoencoder")
     stale = ""
     if ref.get("autoencoder_sha256") != (card.get("sha256") or {}).get(filename):
-        stale = (
-            f"{path}: built from another {filename} than {where} names "
-            f"(rebuild it: python -m training.ood_graph {model_dir})"
-        )
-    outputs = tuple(signal_output(name) for name in view["signals"])
-    noise = (NOISE_OUTPUT,) if needs_noise(view) else ()
-    return ScoredGraph(path, str(ref["view"]), outputs + noise, stale)
+        stale = f"{path}: built from another {filename} than {where} names"
+    elif ref.get("view_sha256") != view_digest(view):
+        stale = f"{path}: built from another calibration of view {ref['view']!r} than {where} holds"
+    if stale:
+        stale += f" (rebuild it: python -m training.ood_graph {model_dir})"
+    return ScoredGraph(path, str(ref["view"]), stale=stale)
 
 
-def graph_reference(model_dir: Path, view: str, autoencoder_sha256: str) -> dict[str, str]:
-    """The card's ``ood.graph`` for a ``scored.onnx`` just written next to it."""
+def view_digest(view: dict[str, Any]) -> str:
+    """sha256 of a view as the card holds it: what a scored graph built the view in from."""
+    text = json.dumps(view, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def graph_reference(
+    model_dir: Path, view_name: str, view: dict[str, Any], autoencoder_sha256: str
+) -> dict[str, str]:
+    """The card's ``ood.graph`` for a ``scored.onnx`` just written next to it from ``view``."""
     return {
         "file": GRAPH_FILE,
         "sha256": _sha256(Path(model_dir) / GRAPH_FILE),
-        "view": view,
+        "view": view_name,
         "autoencoder_sha256": autoencoder_sha256,
+        "view_sha256": view_digest(view),
     }
 
 

@@ -70,7 +70,7 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
 
 class GraphSession:
     """One ONNX graph with a single input, loaded into onnxruntime; :meth:`run` returns its first
-    output (a model's graphs have only that one; a scored graph adds its signals after it)."""
+    output (a model's graphs have only that one; a scored graph adds its percentiles after it)."""
 
     def __init__(self, path: Path, providers: list[str], options: ort.SessionOptions) -> None:
         self.path = path
@@ -90,10 +90,10 @@ class GraphSession:
         (output,) = self._session.run([self.outputs[0].name], feed)
         return np.asarray(output)
 
-    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run_all(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         """Run the graph on one batch and return every output, in the graph's order."""
         feed = {self.inputs[0].name: np.ascontiguousarray(batch, dtype=np.float32)}
-        return [np.asarray(output) for output in self._session.run(None, feed)]
+        return tuple(np.asarray(output) for output in self._session.run(None, feed))
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run zeros through the graph so that the first request pays no allocation or tuning cost."""

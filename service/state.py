@@ -172,11 +172,11 @@ class ServiceState:
         """What a graph's batcher runs in the inference thread, and its ``finish`` hook.
 
         For an autoencoder whose ``denoise`` score reads only the input and the output, a batch is
-        scored as a whole (one request at a time it cost a fifth of /denoise's throughput). With a
-        scored graph (``model.scored``) onnxruntime computes the signals in the same call as the
-        images, and the inference thread only looks up their percentiles (a few µs); without one,
-        the numpy signals run on the event loop when the graph's call returns (``finish``): in the
-        inference thread they lengthened the busiest thread's work (0.70-0.77x at concurrency 32).
+        scored as a whole (one request at a time it cost a fifth of /denoise's throughput), and the
+        batch's result is ``(outputs, percentiles)``. With a scored graph (``model.scored``)
+        onnxruntime computes the percentiles in the same call as the images; without one, the
+        numpy score runs on the event loop when the graph's call returns (``finish``): in the
+        inference thread it lengthened the busiest thread's work (0.70-0.77x at concurrency 32).
         docs/benchmarks.md, "The score inside the graph", has the measurements."""
         graph = model.graphs[role]
         calibration = model.ood
@@ -189,19 +189,12 @@ class ServiceState:
         ):
             return graph.run, None
         if model.scored:
+            return graph.run_all, None
 
-            def run_scored(rows: np.ndarray) -> tuple[np.ndarray, ...]:
-                outputs, *signals = graph.run_all(rows)
-                with np.errstate(all="ignore"):  # a non-finite output is refused after this (infer)
-                    scores = calibration.graph_scores(signals)
-                return outputs, scores.percentile, scores.in_distribution, scores.value
-
-            return run_scored, None
-
-        def score(rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        def score(rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with np.errstate(all="ignore"):  # a non-finite output is refused after this (infer)
                 scores = calibration.score("denoise", rows, outputs=outputs)
-            return outputs, scores.percentile, scores.in_distribution, scores.value
+            return outputs, scores.percentile
 
         return graph.run, score
 
@@ -321,11 +314,10 @@ class ServiceState:
         generation, model = self._generation_for(model)
         result = await generation.batchers[batcher_name(model.id, graph)].submit(rows)
         scores = None
-        if isinstance(result, tuple):
-            outputs, percentile, flags, value = result
+        if isinstance(result, tuple):  # (outputs, percentiles): see _batch_functions
+            outputs, percentile = result
             assert model.ood is not None
-            threshold = float(model.ood.block["views"]["denoise"]["threshold_percentile"])
-            scores = Scores(percentile=percentile, in_distribution=flags, threshold=threshold, value=value)
+            scores = model.ood.percentile_scores("denoise", percentile)
         else:
             outputs = result
         if not np.isfinite(outputs).all():

@@ -91,6 +91,7 @@ def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray, n: int = N) -> 
             result[view]["fpr"].append(100.0 * float(np.mean(~s_in.in_distribution)))
             for name, per_view in outside.items():
                 s_out = per_view[view]
+                assert s_in.value is not None and s_out.value is not None  # numpy scores carry it
                 result[view]["sets"][name]["auroc"].append(auroc(s_in.value, s_out.value))
                 result[view]["sets"][name]["flagged"].append(100.0 * float(np.mean(~s_out.in_distribution)))
         log.info("%s s=%g done", card["id"], level)

@@ -1,21 +1,26 @@
-"""``scored.onnx``: the autoencoder graph with its out-of-distribution signals as extra outputs.
+"""``scored.onnx``: the autoencoder graph with its out-of-distribution score as an extra output.
 
     python -m training.ood_graph models/mnist-s2d
     python -m training.ood_graph --all
 
-``contract.ood`` computes a ``denoise`` view's signals with numpy: the descriptor of the input and
-of the output, a whitened distance to the training clusters, and for some views the noise
-estimate. For a batch of one that is some twenty numpy calls of 3 to 25 µs each, as much CPU as
-a third of the model itself; as ONNX nodes after the model's own they cost one call
-(docs/benchmarks.md, "The score inside the graph"). This module appends those nodes to a copy of
-``autoencoder.onnx``: the same first output (``denoised``, computed by the same nodes), then one
-output per signal of the view (``ood_pictures``, ``ood_input``) and, when the view standardises
-or looks up its percentile by noise level, ``ood_noise``. Standardising and the percentile tables
-stay in ``contract.ood`` (``Calibration.scores``), so the card remains the one place they live.
+``contract.ood`` scores a ``denoise`` view with numpy: the descriptor of the input and of the
+output, a whitened distance to the training clusters, standardising (by noise level for some
+views), and the percentile among validation images. For a batch of one that is some twenty numpy
+calls of 3 to 25 µs each, as much CPU as a third of the model itself; as ONNX nodes after the
+model's own they cost one call (docs/benchmarks.md, "The score inside the graph"). This module
+appends those nodes to a copy of ``autoencoder.onnx``: the same first output (``denoised``,
+computed by the same nodes), then ``ood_percentile``, each image's percentile. The view's
+standardising and percentile tables become constants of the graph; the card's ``ood.graph``
+records the sha256 of the view they came from, and the service does not use a graph whose view
+differs from its card's (``contract.ood``).
+
+At a batch of one, each node costs onnxruntime more than its arithmetic, so the graph is written
+for few nodes: linear steps are folded into the whitening matrix and the cluster centres, and the
+percentile table is a sum of clipped ramps (one matrix product) rather than a search.
 
 ``training.calibrate`` writes it after every calibration whose ``denoise`` view the graph can
 compute; this command rebuilds it from a card and its ``ood.npz`` without calibrating again.
-tests/training/test_ood_graph.py checks its outputs against ``contract.ood`` on real images.
+tests/training/test_ood_graph.py checks its percentiles against ``contract.ood`` on real images.
 """
 
 from __future__ import annotations
@@ -62,18 +67,23 @@ class _Nodes:
         return name
 
 
-def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4) -> str:
-    """``contract.ood.descriptor`` of ``[m, 1, side, side]``: ``[m, (side/pool)² + 7 + 3]``.
+# Per picture, the graph's descriptor is contract.ood.descriptor before its last linear step:
+# 49 pooled pixels, 7 grey-level shares, then the logs of the ink and edge *sums* (not means),
+# each held above 784·eps. The 1/784 scaling and the stroke statistics' [log ink, log edge,
+# difference] are a linear map of those two logs, folded into the whitening (_folded).
+_CELLS, _LEVELS = 49, len(ood.HISTOGRAM_EDGES)
+_RAW = _CELLS + _LEVELS + 2  # the graph's descriptor of one picture
+_STROKE = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]])
 
-    Few nodes, since at a batch of one each costs more than its arithmetic: the three stroke
-    statistics are one product of the two logs."""
+
+def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4) -> str:
+    """The raw descriptor of ``[m, 1, side, side]``: ``[m, 58, 1, 1]`` (see ``_RAW``)."""
     cells = side // pool
     pooled = g.op("AveragePool", images, kernel_shape=[pool, pool], strides=[pool, pool])
-    pooled = g.op("Reshape", pooled, g.const([0, cells * cells]))
-    flat = g.op("Reshape", images, g.const([0, 1, side * side]))
-    edges = g.const(np.reshape(ood.HISTOGRAM_EDGES, (1, -1, 1)), np.float32)
-    above = g.op("Cast", g.op("Greater", flat, edges), to=TensorProto.FLOAT)
-    above = g.op("ReduceMean", above, g.const([2]), keepdims=0)
+    pooled = g.op("Reshape", pooled, g.const([0, cells * cells, 1, 1]))
+    edges = g.const(np.reshape(ood.HISTOGRAM_EDGES, (-1, 1, 1)), np.float32)  # [m, 7, side, side]
+    above = g.op("Cast", g.op("Greater", images, edges), to=TensorProto.FLOAT)
+    above = g.op("ReduceMean", above, g.const([2, 3]), keepdims=1)
 
     # The neighbour differences on views of the top-left (side-1)² pixels, as numpy takes them
     # (a 2x2 conv instead went through onnxruntime's blocked layout: twice the time at batch 32).
@@ -85,32 +95,41 @@ def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4) -> str:
     edge = g.op("Abs", g.op("Sub", neighbours, window(0, 0)))
     edge = g.op("ReduceSum", edge, g.const([1, 2, 3]), keepdims=1)  # [m, 1, 1, 1]
     ink = g.op("ReduceSum", images, g.const([1, 2, 3]), keepdims=1)
-    # mean ink and mean edge: log(max(ink, 0) + eps), log(edge + eps) (edge >= 0), then
-    # [log ink, log edge, their difference] as one product
-    means = g.op("Mul", g.op("Concat", ink, edge, axis=1), g.const(1.0 / (side * side), np.float32))
-    logs = g.op("Log", g.op("Add", g.op("Relu", means), g.const(ood._STROKE_EPS, np.float32)))
-    stroke = g.op("MatMul", g.op("Flatten", logs), g.const([[1, 0, -1], [0, 1, 1]], np.float32))
-    return g.op("Concat", pooled, above, stroke, axis=1)
+    # log(max(sum, 0) + 784·eps) = log(max(mean, 0) + eps) + log 784 (edge >= 0 anyway)
+    sums = g.op("Relu", g.op("Concat", ink, edge, axis=1))
+    logs = g.op("Log", g.op("Add", sums, g.const(side * side * ood._STROKE_EPS, np.float32)))
+    return g.op("Concat", pooled, above, logs, axis=1)
 
 
-def _distance(g: _Nodes, vectors: str, distance: ood.Distance, out: str) -> str:
-    """``contract.ood.Distance``: log squared Mahalanobis distance to the nearest centre, ``[n]``."""
-    y = g.op("MatMul", vectors, g.const(distance.whiten, np.float32))
-    centres = distance.centres.astype(np.float32)
-    # ||y - c||² = ||y||² - 2 y·c + ||c||², the last two for every centre in one Gemm
-    cross = g.op(
-        "Gemm", y, g.const(-2.0 * centres.T, np.float32), g.const(np.square(centres).sum(axis=1), np.float32)
-    )
-    d2 = g.op(
-        "Add",
-        g.op("ReduceMin", cross, g.const([1]), keepdims=0),
-        g.op("ReduceSumSquare", y, g.const([1]), keepdims=0),
-    )
-    return g.op("Log", g.op("Add", g.op("Relu", d2), g.const(ood._EPS, np.float32)), out=out)
+def _folded(distance: ood.Distance, pictures: int, side: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """``distance``'s whitening and centres for the raw descriptors of ``pictures`` pictures.
+
+    contract.ood's descriptor is ``raw @ A + a`` per picture (A: identity on the pixels and
+    levels, the stroke map on the two logs; a: the log-784 shift), so ``descriptor @ W = raw @
+    (A W) + a W``, and the constant moves into the centres."""
+    per_picture = np.zeros((_RAW, _RAW + 1))
+    per_picture[: _RAW - 2, : _RAW - 2] = np.eye(_RAW - 2)
+    per_picture[_RAW - 2 :, _RAW - 2 :] = _STROKE
+    shift = np.zeros(_RAW + 1)
+    shift[_RAW - 2 :] = -np.log(side * side) * _STROKE.sum(axis=0)
+    linear = np.kron(np.eye(pictures), per_picture)
+    whiten = np.asarray(distance.whiten, np.float64)
+    centres = np.asarray(distance.centres, np.float64) - np.tile(shift, pictures) @ whiten
+    return (linear @ whiten).astype(np.float32), centres.astype(np.float32)
+
+
+def _distance(g: _Nodes, vectors: str, distance: ood.Distance, pictures: int) -> str:
+    """``contract.ood.Distance`` of ``[n, 1, pictures·58]`` raw descriptors: log squared
+    Mahalanobis distance to the nearest centre, ``[n, 1]`` (log 0 = -inf where a vector sits
+    exactly on a centre, which every table maps to percentile 0, as numpy's eps does)."""
+    whiten, centres = _folded(distance, pictures)
+    y = g.op("MatMul", vectors, g.const(whiten, np.float32))  # [n, 1, d]
+    d2 = g.op("ReduceSumSquare", g.op("Sub", y, g.const(centres, np.float32)), g.const([2]), keepdims=0)
+    return g.op("Log", g.op("ReduceMin", d2, g.const([1]), keepdims=1))
 
 
 def _noise(g: _Nodes, images: str, side: int = 28) -> str:
-    """``contract.ood.noise_estimate``: Immerkær's kernel, mean absolute response, ``[n]``.
+    """``contract.ood.noise_estimate``: Immerkær's kernel, mean absolute response, ``[n, 1]``.
 
     The kernel is the outer product of [1, -2, 1] with itself, so the response is a second
     difference along the rows of one along the columns: two small matrix products (a 3x3 conv
@@ -123,34 +142,112 @@ def _noise(g: _Nodes, images: str, side: int = 28) -> str:
     # (the response comes out transposed; its mean absolute value is the same).
     across = g.op("Transpose", across, perm=[0, 1, 3, 2])
     response = g.op("Abs", g.op("MatMul", across, g.const(second, np.float32)))  # [n, 1, side-2, side-2]
-    return g.op("ReduceMean", response, g.const([1, 2, 3]), keepdims=0, out=ood.NOISE_OUTPUT)
+    return g.op("ReduceMean", response, g.const([2, 3]), keepdims=0)
+
+
+def _weights(g: _Nodes, sigma: str, centres: list[float]) -> str:
+    """``[n, len(centres)]``: each image's weights of the centres, as ``np.interp`` over them
+    weighs its two neighbours (all on the nearest one beyond the outermost)."""
+    c = np.asarray(centres, np.float64)
+    gaps = np.maximum(np.diff(c), 1e-12)
+    # a_j: how far past centre j toward j+1, in [0, 1]; w = [1 - a_0, a_0 - a_1, …, a_last]
+    a = g.op("Clip", g.op("Mul", g.op("Sub", sigma, g.const(c[None, :-1], np.float32)),
+                          g.const(1.0 / gaps[None, :], np.float32)),
+             g.const(0.0, np.float32), g.const(1.0, np.float32))  # fmt: skip
+    steps = np.zeros((len(c) - 1, len(c)))
+    steps[np.arange(len(c) - 1), np.arange(len(c) - 1)] = -1.0
+    steps[np.arange(len(c) - 1), np.arange(1, len(c))] = 1.0
+    first = np.eye(1, len(c))[0]
+    return g.op("Gemm", a, g.const(steps, np.float32), g.const(first, np.float32))
+
+
+def ramps(values: np.ndarray, percentiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.interp(v, values, percentiles, left=0, right=100)`` as a sum of clipped ramps:
+    ``sum_k weight_k · clip((v - knot_k) · scale_k, 0, 1)`` (``values`` strictly increasing,
+    ending at percentile 100). Every term is in [0, weight_k], so float32 loses nothing to
+    cancellation. A first percentile above 0 (ties at the smallest value) is a step, here a ramp
+    a millionth wide."""
+    values, percentiles = np.asarray(values, np.float64), np.asarray(percentiles, np.float64)
+    knots, widths, weights = values[:-1], np.diff(values), np.diff(percentiles)
+    if percentiles[0] > 0:
+        width = 1e-6 * max(1.0, abs(float(values[0])))
+        knots = np.concatenate([[values[0] - width], knots])
+        widths = np.concatenate([[width], widths])
+        weights = np.concatenate([[percentiles[0]], weights])
+    return knots, 1.0 / widths, weights
+
+
+def _percentile(g: _Nodes, view: dict[str, Any], signals: list[str], sigma: str | None) -> str:
+    """Steps 2 and 3 of ``contract.ood``: the standardised signals' largest, through the view's
+    percentile table(s), ``[n]``."""
+    names = view["signals"]
+    median = np.array([view["standardise"][name]["median"] for name in names], np.float64).T  # [bins, s]
+    iqr = np.array([view["standardise"][name]["iqr"] for name in names], np.float64).T
+    tables = ood.percentile_tables(view)
+    fold = len(names) == 1 and len(median) == 1  # (v - m) / iqr - knot: one shift and scale
+    if fold:
+        value = signals[0]
+    else:
+        stacked = signals[0] if len(signals) == 1 else g.op("Concat", *signals, axis=1)  # [n, s]
+        if len(median) == 1:
+            z = g.op("Mul", g.op("Sub", stacked, g.const(median, np.float32)), g.const(1.0 / iqr, np.float32))
+        else:
+            assert sigma is not None
+            w = _weights(g, sigma, view["noise_centres"])
+            z = g.op(
+                "Div",
+                g.op("Sub", stacked, g.op("MatMul", w, g.const(median, np.float32))),
+                g.op("MatMul", w, g.const(iqr, np.float32)),
+            )
+        value = z if len(names) == 1 else g.op("ReduceMax", z, g.const([1]), keepdims=1)  # [n, 1]
+    knots, scales, weights, blocks = [], [], [], []
+    for t, (table, percentiles) in enumerate(tables):
+        k, sc, share = ramps(table, percentiles)
+        if fold:
+            k, sc = median[0, 0] + iqr[0, 0] * k, sc / iqr[0, 0]
+        knots.append(k)
+        scales.append(sc)
+        weights.append(share)
+        blocks += [t] * len(k)
+    ramp = g.op("Mul", g.op("Sub", value, g.const(np.concatenate(knots)[None, :], np.float32)),
+                g.const(np.concatenate(scales)[None, :], np.float32))  # fmt: skip
+    ramp = g.op("Clip", ramp, g.const(0.0, np.float32), g.const(1.0, np.float32))
+    per_table = np.zeros((len(blocks), len(tables)))
+    per_table[np.arange(len(blocks)), blocks] = np.concatenate(weights)
+    percentile = g.op("MatMul", ramp, g.const(per_table, np.float32))  # [n, tables]
+    if len(tables) == 1:
+        return g.op("Reshape", percentile, g.const([-1]), out=ood.PERCENTILE_OUTPUT)
+    assert sigma is not None
+    w = _weights(g, sigma, view["table_noise_centres"])
+    return g.op("ReduceSum", g.op("Mul", percentile, w), g.const([1]), keepdims=0, out=ood.PERCENTILE_OUTPUT)
 
 
 def build(
     autoencoder: onnx.ModelProto, view: dict[str, Any], distances: dict[str, ood.Distance]
 ) -> onnx.ModelProto:
-    """A copy of ``autoencoder`` whose extra outputs are the view's signals (and noise estimate)."""
+    """A copy of ``autoencoder`` whose extra output is the view's percentile per image."""
     if not ood.graph_scorable(view):
         raise ValueError(f"signals {view['signals']} need more than the input and output")
     graph = autoencoder.graph
     image, denoised = graph.input[0].name, graph.output[0].name
     g = _Nodes()
-    outputs = []
+    signals = []
     for name in view["signals"]:
         if name == "pictures":  # input and output interleaved, each image's pair side by side
             pairs = g.op("Reshape", g.op("Concat", image, denoised, axis=1), g.const([-1, 1, 28, 28]))
-            vectors = g.op("Reshape", _descriptor(g, pairs), g.const([-1, 2 * (49 + 10)]))
+            vectors = g.op("Reshape", _descriptor(g, pairs), g.const([-1, 1, 2 * _RAW]))
+            signals.append(_distance(g, vectors, distances[name], 2))
         else:
-            vectors = _descriptor(g, image)
-        outputs.append(_distance(g, vectors, distances[name], ood.signal_output(name)))
-    if ood.needs_noise(view):
-        outputs.append(_noise(g, image))
-    extra = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch"]) for name in outputs]
+            vectors = g.op("Reshape", _descriptor(g, image), g.const([-1, 1, _RAW]))
+            signals.append(_distance(g, vectors, distances[name], 1))
+    sigma = _noise(g, image) if ood.needs_noise(view) else None
+    output = _percentile(g, view, signals, sigma)
+    extra = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch"])
     scored = helper.make_graph(
         [*graph.node, *g.nodes],
         graph.name,
         list(graph.input),
-        [*graph.output, *extra],
+        [*graph.output, extra],
         [*graph.initializer, *g.constants],
         doc_string=graph.doc_string,
     )
@@ -183,7 +280,7 @@ def write(
         f.write(model.SerializeToString())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    block["graph"] = ood.graph_reference(model_dir, VIEW, card["sha256"][card["graphs"]["autoencoder"]])
+    block["graph"] = ood.graph_reference(model_dir, VIEW, view, card["sha256"][card["graphs"]["autoencoder"]])
     return block["graph"]
 
 

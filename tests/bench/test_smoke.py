@@ -118,8 +118,8 @@ def test_stages_prints_every_stage() -> None:
 
 
 def test_ood_request_cost_times_the_score_on_and_off() -> None:
-    out = _run("ood_request_cost", "--requests", "5", "--rounds", "1")
-    for row in ("| score on |", "| score off |", "run_all scored.onnx", "run autoencoder.onnx"):
+    out = _run("ood_request_cost", "--requests", "5", "--rounds", "2")
+    for row in ("| score on |", "| score off |", "| on − off, paired by round |", "run_all scored.onnx"):
         assert row in out
     assert "batch function, autoencoder, scores on" in out
 

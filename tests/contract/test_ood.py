@@ -236,21 +236,26 @@ def _with_graph(tmp_path: Path) -> dict:
     card = _saved(tmp_path)
     card.update(graphs={"autoencoder": "autoencoder.onnx"}, sha256={"autoencoder.onnx": "ae" * 32})
     (tmp_path / ood.GRAPH_FILE).write_bytes(b"a scored graph")
-    card["ood"]["graph"] = ood.graph_reference(tmp_path, "denoise", "ae" * 32)
+    card["ood"]["graph"] = ood.graph_reference(
+        tmp_path, "denoise", card["ood"]["views"]["denoise"], "ae" * 32
+    )
     return card
 
 
-def test_load_finds_the_scored_graph_and_the_outputs_its_view_reads(tmp_path: Path) -> None:
+def test_load_finds_the_scored_graph_and_its_percentile_output(tmp_path: Path) -> None:
     card = _with_graph(tmp_path)
     calibration = ood.load(tmp_path, card)
     assert calibration is not None and calibration.graph is not None
     assert calibration.graph.path == tmp_path / ood.GRAPH_FILE
-    assert calibration.graph.outputs == ("ood_input",)
-    card["ood"]["views"]["denoise"]["tables"] = [card["ood"]["views"]["denoise"]["table"]]
-    card["ood"]["views"]["denoise"]["table_noise_centres"] = [0.1]
+    assert calibration.graph.outputs == ("ood_percentile",) and calibration.graph.stale == ""
+    # the digest is of the view as the card holds it: a key order does not change it, a value does
+    view = card["ood"]["views"]["denoise"]
+    assert ood.view_digest(dict(reversed(list(view.items())))) == ood.view_digest(view)
+    view["tables"] = [view["table"]]
+    view["table_noise_centres"] = [0.1]
     calibration = ood.load(tmp_path, card)
     assert calibration is not None and calibration.graph is not None
-    assert calibration.graph.outputs == ("ood_input", ood.NOISE_OUTPUT)
+    assert "another calibration of view 'denoise'" in calibration.graph.stale
 
 
 def test_load_refuses_a_missing_or_altered_scored_graph_and_marks_a_stale_one(tmp_path: Path) -> None:
@@ -273,12 +278,16 @@ def test_load_refuses_a_missing_or_altered_scored_graph_and_marks_a_stale_one(tm
         ood.load(tmp_path, card)
 
 
-def test_graph_scores_are_the_scores_of_the_same_signals(tmp_path: Path) -> None:
+def test_percentile_scores_flag_past_the_views_threshold(tmp_path: Path) -> None:
     card = _with_graph(tmp_path)
     calibration = ood.load(tmp_path, card)
     assert calibration is not None
     x = np.concatenate([_digits_like(20, 4), np.random.default_rng(1).random((5, 28, 28), np.float32)])
-    signal = calibration.distances["input"](ood.descriptor(x)).astype(np.float32)  # as a graph gives it
-    graph, numpy = calibration.graph_scores([signal]), calibration.score("denoise", x[:, None])
-    assert np.allclose(graph.percentile, numpy.percentile, atol=1e-3)
-    assert (graph.in_distribution == numpy.in_distribution).all() and not graph.in_distribution[-5:].any()
+    numpy = calibration.score("denoise", x[:, None])
+    given = calibration.percentile_scores(
+        "denoise", numpy.percentile.astype(np.float32)
+    )  # as a graph gives it
+    assert given.threshold == 99.5 and given.value is None
+    assert (given.in_distribution == numpy.in_distribution).all() and not given.in_distribution[-5:].any()
+    edge = calibration.percentile_scores("denoise", np.array([99.5, 99.51], np.float32))
+    assert edge.in_distribution.tolist() == [True, False]

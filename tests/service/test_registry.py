@@ -294,7 +294,7 @@ def test_the_autoencoder_role_runs_the_scored_graph_while_scores_are_on(
     off = load_registry(root, "mnist-s2d", None, device="cpu", scored=False)
     scored, plain = on.get("mnist-s2d").graphs["autoencoder"], off.get("mnist-s2d").graphs["autoencoder"]
     assert on.get("mnist-s2d").scored and scored.path.name == "scored.onnx"
-    assert [o.name for o in scored.outputs] == ["denoised", "ood_pictures"]
+    assert [o.name for o in scored.outputs] == ["denoised", "ood_percentile"]
     assert not off.get("mnist-s2d").scored and plain.path.name == "autoencoder.onnx"
     # fashion-denoise's /denoise view also reads the code, which the graph does not have.
     assert not on.get("fashion-denoise").scored
@@ -302,16 +302,16 @@ def test_the_autoencoder_role_runs_the_scored_graph_while_scores_are_on(
     assert np.allclose(scored.run(x), plain.run(x), atol=1e-6, rtol=0)
 
 
-def test_a_scored_graph_without_the_signal_outputs_is_refused(models_dir: Path, tmp_path: Path) -> None:
+def test_a_scored_graph_without_the_percentile_output_is_refused(models_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
     model_dir = root / "mnist-s2d"
     shutil.copytree(models_dir / "mnist-s2d", model_dir, ignore=shutil.ignore_patterns("report"))
-    shutil.copyfile(model_dir / "autoencoder.onnx", model_dir / "scored.onnx")  # no ood_pictures
+    shutil.copyfile(model_dir / "autoencoder.onnx", model_dir / "scored.onnx")  # no ood_percentile
     card = _card(model_dir)
     card["ood"]["graph"]["sha256"] = hashlib.sha256((model_dir / "scored.onnx").read_bytes()).hexdigest()
     _write_card(model_dir, card)
     with pytest.raises(
-        ModelError, match=re.escape("outputs after 'denoised' are []; expected ['ood_pictures']")
+        ModelError, match=re.escape("outputs after 'denoised' are []; expected ['ood_percentile']")
     ):
         load_registry(root, "mnist-s2d", None, device="cpu", strict=True)
     assert not load_registry(root, "mnist-s2d", None, device="cpu", scored=False).get("mnist-s2d").scored
