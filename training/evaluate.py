@@ -75,7 +75,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     parser.add_argument("--recompute-baselines", action="store_true", help="rebuild the baseline cache")
     parser.add_argument("--workers", type=int, default=2, choices=(1, 2), help="processes for BM3D")
-    parser.add_argument("--summary", type=Path, help="also write a summary over every model (markdown)")
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        help="also write a summary over every model (markdown; with --all only: it is rewritten whole)",
+    )
 
 
 def _validate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,6 +113,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run_evaluate(args: argparse.Namespace, cli_args: Sequence[str]) -> None:
+    if args.summary and not args.all:
+        # The summary is rewritten from this run's results: from --model alone it would drop every
+        # other model's section (and docs/evaluation.md would lose them).
+        raise SystemExit(
+            "error: --summary writes the summary of every model and needs --all "
+            "(--models-dir picks where they are); drop --summary to evaluate single models"
+        )
     ctx = Context(args.evaluation_dir, args.data_dir, args.test_limit, args.recompute_baselines, args.workers)
     dirs = model_dirs(args.models_dir) if args.all else list(args.model)
     if not dirs:

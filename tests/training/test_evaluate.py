@@ -113,9 +113,12 @@ def test_an_s2d_report_compares_with_the_883b244_unet(tmp_path: Path, evaluation
     models = tmp_path / "models"
     s2d = write_model_dir(models, "mnist-s2d", 1.0)
     summary = tmp_path / "evaluation.md"
+    with pytest.raises(SystemExit, match="--summary writes the summary of every model and needs --all"):
+        main(["--model", str(s2d), "--summary", str(summary)])
+    assert not summary.exists()
     main(
-        ["--model", str(s2d), "--evaluation-dir", str(evaluation_dir), "--test-limit", str(N_TEST),
-         "--summary", str(summary)]
+        ["--all", "--models-dir", str(models), "--evaluation-dir", str(evaluation_dir),
+         "--test-limit", str(N_TEST), "--summary", str(summary)]
     )  # fmt: skip
     text = (s2d / "report" / "README.md").read_text()
     assert "| mnist-unet at 883b244 | 35.08 | 30.49 | 26.40 | 23.94 | 21.99 | 20.35 | 18.91 |" in text
