@@ -22,6 +22,12 @@ in the autoencoder graph (one vector per layer, no extra graph run), each as a d
 8 noise bins, and beside the pictures (docs/evaluation/ood_descriptors.md):
 
     python -m bench.ood_signals --internal models/fashion-s2d
+
+``--ablation`` scores the served descriptor against itself less its grey-level shares, less its
+stroke statistics, and less both (10 clusters; docs/evaluation.md, "What each part of the
+descriptor adds"):
+
+    python -m bench.ood_signals --ablation models/mnist-s2d models/fashion-s2d
 """
 
 from __future__ import annotations
@@ -235,13 +241,21 @@ def _fit_density(vectors: np.ndarray, density: int | str) -> ood.Distance:
     return ood.fit_distance(vectors, clusters=int(density))
 
 
-def use_descriptor_candidates() -> None:
+def _densities(name: str) -> tuple[int | str, ...]:
+    return DENSITIES if name.startswith("7x7 pooled") else (10, "nn")
+
+
+def use_descriptor_candidates(
+    descriptors: dict[str, Callable[[np.ndarray], np.ndarray]] = DESCRIPTORS,
+    densities: Callable[[str], tuple[int | str, ...]] = _densities,
+    levels: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5),
+) -> None:
     """Swap the candidates for descriptor x density pairs, each on input and output (no codes)."""
     global FEATURES, FIT, candidates, LEVELS
     pairs = {
         f"{name}, {density}": (describe, density)
-        for name, describe in DESCRIPTORS.items()
-        for density in (DENSITIES if name.startswith("7x7 pooled") else (10, "nn"))
+        for name, describe in descriptors.items()
+        for density in densities(name)
     }
 
     def on_pair(describe: Callable[[np.ndarray], np.ndarray]) -> Features:
@@ -250,8 +264,31 @@ def use_descriptor_candidates() -> None:
     FEATURES = {name: on_pair(describe) for name, (describe, _) in pairs.items()}
     FIT = lambda name, vectors: _fit_density(vectors, pairs[name][1])  # noqa: E731
     candidates = lambda code: {name: ((name,), 1) for name in FEATURES}  # noqa: E731
-    LEVELS = (0.0, 0.1, 0.3, 0.5)
+    LEVELS = levels
     SIDE.clear()
+
+
+def _served_without(*parts: str) -> Callable[[np.ndarray], np.ndarray]:
+    """contract.ood's descriptor less some of its parts (``grey levels``, ``stroke``)."""
+    columns = {"pooled": np.r_[0:49], "grey levels": np.r_[49:56], "stroke": np.r_[56:59]}
+    keep = np.concatenate([c for name, c in columns.items() if name not in parts])
+    return lambda x: ood.descriptor(x)[:, keep]
+
+
+# What each part of the served descriptor adds (``--ablation``): the 7x7 pooled pixels, the 7
+# grey-level shares, the 3 stroke statistics; each costs the scored graph nodes at a batch of one
+# (docs/benchmarks.md, "The whole score in the graph").
+ABLATION: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "served (pooled + grey levels + stroke)": ood.descriptor,
+    "pooled + stroke (no grey levels)": _served_without("grey levels"),
+    "pooled + grey levels (no stroke; version 1)": _served_without("stroke"),
+    "pooled alone": _served_without("grey levels", "stroke"),
+}
+
+
+def use_ablation_candidates() -> None:
+    """Swap the candidates for the served descriptor and its parts, on input and output, 10 clusters."""
+    use_descriptor_candidates(ABLATION, lambda name: (10,), (0.0, 0.1, 0.2, 0.3, 0.5))
 
 
 def main() -> None:
@@ -263,12 +300,17 @@ def main() -> None:
     parser.add_argument(
         "--internal", action="store_true", help="try the spatial means of the graph's ReLU outputs"
     )
+    parser.add_argument(
+        "--ablation", action="store_true", help="the served descriptor against itself less each part"
+    )
     args = parser.parse_args()
     if args.internal:
         global INTERNAL
         INTERNAL = True
     if args.descriptors:
         use_descriptor_candidates()
+    elif args.ablation:
+        use_ablation_candidates()
     for model_dir in args.models:
         run(model_dir)
 
