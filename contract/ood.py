@@ -73,8 +73,8 @@ NEEDS = {
 }
 PARAMETERS_FILE = "ood.npz"
 GRAPH_FILE = "scored.onnx"
-# The signals the scored graph computes (from the input and the output alone) and the names of its
-# extra outputs.
+# The signals the scored graph computes (from the input and the output alone), and the name of its
+# one extra output: each image's percentile.
 GRAPH_SIGNALS = ("pictures", "input")
 PERCENTILE_OUTPUT = "ood_percentile"
 THRESHOLD_PERCENTILE = 99.5

@@ -62,7 +62,7 @@ class Model:
     # The out-of-distribution calibration (card["ood"] and ood.npz), None for an uncalibrated model.
     ood: ood.Calibration | None = None
     # Whether graphs["autoencoder"] is the calibration's scored graph (contract.ood, "The scored
-    # graph"): the same first output, then the denoise view's signals.
+    # graph"): the same first output, then the denoise view's percentile.
     scored: bool = False
 
     @property
@@ -181,15 +181,15 @@ def _check_tensor(path: Path, what: str, specs: list[TensorSpec], name: str, dim
 
 
 def _check_graph(
-    path: Path, role: str, session: GraphSession, card: dict[str, Any], signals: tuple[str, ...] = ()
+    path: Path, role: str, session: GraphSession, card: dict[str, Any], extras: tuple[str, ...] = ()
 ) -> None:
-    """Names, shapes and metadata as the card says; ``signals``: the scored graph's extra outputs."""
+    """Names, shapes and metadata as the card says; ``extras``: the scored graph's extra outputs."""
     (in_name, in_dims), (out_name, out_dims) = graph_io(role, card["code_shape"])
     _check_tensor(path, "input", session.inputs, in_name, in_dims)
     _check_tensor(path, "output", session.outputs[:1], out_name, out_dims)
     extra = tuple(spec.name for spec in session.outputs[1:])
-    if extra != signals:
-        raise ModelError(f"{path}: outputs after {out_name!r} are {list(extra)}; expected {list(signals)}")
+    if extra != extras:
+        raise ModelError(f"{path}: outputs after {out_name!r} are {list(extra)}; expected {list(extras)}")
     try:
         check_metadata(path, session.metadata, card)
     except CardError as exc:
@@ -208,7 +208,7 @@ def load_model(
 
     ``scored`` (AE_OOD_SCORES): where the calibration has a scored graph, the autoencoder role runs
     that graph instead (its first output is the autoencoder's, from the same nodes), so that a
-    batch's out-of-distribution signals come out of the same onnxruntime call."""
+    batch's out-of-distribution percentiles come out of the same onnxruntime call."""
     try:
         card = read_card(model_dir)
     except CardError as exc:
@@ -234,14 +234,14 @@ def load_model(
             path = graph_path(model_dir, card, role)
         except CardError as exc:
             raise ModelError(str(exc)) from None
-        signals: tuple[str, ...] = ()
+        extras: tuple[str, ...] = ()
         if role == AUTOENCODER and scored_graph is not None:
-            path, signals = scored_graph.path, scored_graph.outputs
+            path, extras = scored_graph.path, scored_graph.outputs
         try:
             session = GraphSession(path, providers, options)
         except InferenceError as exc:
             raise ModelError(str(exc)) from exc
-        _check_graph(path, role, session, card, signals)
+        _check_graph(path, role, session, card, extras)
         if device == "cuda" and session.provider != CUDA:
             raise ModelError(f"{path}: AE_DEVICE=cuda but onnxruntime placed it on {session.provider}")
         graphs[role] = session
