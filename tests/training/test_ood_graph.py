@@ -28,6 +28,13 @@ def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(o) for o in session.run(None, {"image": x})]
 
 
+def _copy(models_dir: Path, tmp_path: Path, model: str) -> Path:
+    """A shipped model directory copied into ``tmp_path`` (without its report)."""
+    copy = tmp_path / model
+    shutil.copytree(models_dir / model, copy, ignore=shutil.ignore_patterns("report"))
+    return copy
+
+
 def _images(digits: np.ndarray) -> np.ndarray:
     """Clean and noisy test digits and uniform noise: ``[n, 1, 28, 28]``."""
     rng = np.random.default_rng(7)
@@ -88,8 +95,7 @@ def test_the_ramps_are_the_interpolation_of_the_table() -> None:
 def test_rebuilding_from_the_card_reproduces_the_shipped_scored_graph(
     model: str, models_dir: Path, tmp_path: Path
 ) -> None:
-    copy = tmp_path / model
-    shutil.copytree(models_dir / model, copy, ignore=shutil.ignore_patterns("report"))
+    copy = _copy(models_dir, tmp_path, model)
     (copy / ood.GRAPH_FILE).unlink()
     ref = ood_graph.rebuild(copy)
     shipped = json.loads((models_dir / model / "card.json").read_text())["ood"]["graph"]
@@ -100,8 +106,7 @@ def test_rebuilding_from_the_card_reproduces_the_shipped_scored_graph(
 def test_a_graph_built_from_another_calibration_of_the_view_is_not_used(
     models_dir: Path, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "mnist-s2d"
-    shutil.copytree(models_dir / "mnist-s2d", copy, ignore=shutil.ignore_patterns("report"))
+    copy = _copy(models_dir, tmp_path, "mnist-s2d")
     card = json.loads((copy / "card.json").read_text())
     card["ood"]["views"]["denoise"]["threshold_percentile"] = 99.9  # edited without a rebuild
     graph = ood.load(copy, card).graph  # type: ignore[union-attr]
@@ -112,8 +117,7 @@ def test_a_graph_built_from_another_calibration_of_the_view_is_not_used(
 
 
 def test_a_view_that_reads_the_code_gets_no_scored_graph(models_dir: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "fashion-denoise"
-    shutil.copytree(models_dir / "fashion-denoise", copy, ignore=shutil.ignore_patterns("report"))
+    copy = _copy(models_dir, tmp_path, "fashion-denoise")
     (copy / ood.GRAPH_FILE).write_bytes(b"stale")
     assert ood_graph.rebuild(copy) is None
     assert not (copy / ood.GRAPH_FILE).exists()
