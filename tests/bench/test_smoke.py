@@ -117,6 +117,14 @@ def test_stages_prints_every_stage() -> None:
         assert stage in out
 
 
+def test_ood_splits_counts_the_flagged_share_of_every_split() -> None:
+    out = _run("ood_splits", "models/mnist-s2d", "--limit", "40")
+    assert "| model | train σ=0 |" in out and "test σ=0.3 |" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("| `mnist-s2d` |")]
+    cells = row.strip("|").split("|")[1:]
+    assert len(cells) == 12 and all(cell.strip().endswith("% (40)") for cell in cells)
+
+
 def test_ood_request_cost_times_the_score_on_and_off() -> None:
     out = _run("ood_request_cost", "--requests", "5", "--rounds", "2")
     for row in ("| score on |", "| score off |", "| on − off, paired by round |", "run_all scored.onnx"):
