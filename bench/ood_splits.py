@@ -28,19 +28,25 @@ from training.protocol import TEST_NOISE_SEED
 LEVELS = (0.0, 0.1, 0.3)
 
 
-def flagged(model_dir: Path, images: np.ndarray, levels: tuple[float, ...] = LEVELS) -> list[float]:
-    """Percent of ``images`` past the card's ``denoise`` threshold, per noise level."""
-    card = json.loads((model_dir / "card.json").read_text())
-    calibration = ood.load(model_dir, card)
-    if calibration is None:
-        raise SystemExit(f"{model_dir}: no out-of-distribution calibration")
-    autoencoder = cal.Graph(model_dir / "autoencoder.onnx")
-    shares = []
-    for level in levels:
-        x = cal.corrupt("gaussian", images, level, TEST_NOISE_SEED)[:, None]
-        scores = calibration.score("denoise", x, outputs=autoencoder(x))
-        shares.append(100.0 * float(np.mean(~scores.in_distribution)))
-    return shares
+class Scorer:
+    """A model's ``/denoise`` score as its card calibrates it, loaded once for every split."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.card = json.loads((model_dir / "card.json").read_text())
+        calibration = ood.load(model_dir, self.card)
+        if calibration is None:
+            raise SystemExit(f"{model_dir}: no out-of-distribution calibration")
+        self.calibration = calibration
+        self.autoencoder = cal.Graph(model_dir / "autoencoder.onnx")
+
+    def flagged(self, images: np.ndarray, levels: tuple[float, ...] = LEVELS) -> list[float]:
+        """Percent of ``images`` past the card's ``denoise`` threshold, per noise level."""
+        shares = []
+        for level in levels:
+            x = cal.corrupt("gaussian", images, level, TEST_NOISE_SEED)[:, None]
+            scores = self.calibration.score("denoise", x, outputs=self.autoencoder(x))
+            shares.append(100.0 * float(np.mean(~scores.in_distribution)))
+        return shares
 
 
 def main() -> None:
@@ -53,11 +59,12 @@ def main() -> None:
     head = " | ".join(f"{split} σ={s:g}" for split in names for s in LEVELS)
     print(f"| model | {head} |\n|---|" + "---|" * (len(names) * len(LEVELS)))
     for model_dir in args.models:
-        data = cal.load_data(json.loads((model_dir / "card.json").read_text())["dataset"])
+        scorer = Scorer(model_dir)
+        data = cal.load_data(scorer.card["dataset"])
         cells = []
         for images in (data.train, outside_fit(data.train), data.validation, data.test):
             images = images[: args.limit]
-            cells += [f"{share:.1f} % ({len(images)})" for share in flagged(model_dir, images)]
+            cells += [f"{share:.1f} % ({len(images)})" for share in scorer.flagged(images)]
         print(f"| `{model_dir.name}` | " + " | ".join(cells) + " |", flush=True)
 
 
