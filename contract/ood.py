@@ -395,6 +395,12 @@ class Scores:
     def __len__(self) -> int:
         return len(self.percentile)
 
+    @classmethod
+    def flagged(cls, view: dict[str, Any], percentile: np.ndarray, value: np.ndarray | None = None) -> Scores:
+        """Percentiles flagged against the view's threshold: an image is in distribution up to it."""
+        threshold = float(view["threshold_percentile"])
+        return cls(percentile, percentile <= threshold, threshold, value)
+
 
 def to_percentiles(view: dict[str, Any], value: np.ndarray, sigma: np.ndarray | None = None) -> Scores:
     """Map combined values through a view's table: 0 below the smallest validation value, 100 past
@@ -415,10 +421,7 @@ def to_percentiles(view: dict[str, Any], value: np.ndarray, sigma: np.ndarray | 
         high = np.minimum(low + 1, len(tables) - 1)
         rows = np.arange(len(value))
         percentile = (1 - (at - low)) * per_bin[low, rows] + (at - low) * per_bin[high, rows]
-    threshold = float(view["threshold_percentile"])
-    return Scores(
-        percentile=percentile, in_distribution=percentile <= threshold, threshold=threshold, value=value
-    )
+    return Scores.flagged(view, percentile, value)
 
 
 def percentile_tables(view: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -509,8 +512,7 @@ class Calibration:
     def percentile_scores(self, view: str, percentile: np.ndarray) -> Scores:
         """The scores of a batch whose percentiles are known (the scored graph's
         ``ood_percentile``): each flagged against the view's threshold."""
-        threshold = float(self.block["views"][view]["threshold_percentile"])
-        return Scores(percentile, percentile <= threshold, threshold)
+        return Scores.flagged(self.block["views"][view], percentile)
 
 
 def _sha256(path: Path) -> str:
