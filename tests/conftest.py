@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
 # Debian's dataset-fashion-mnist (`make system-deps`); training/data.py reads it from here.
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# MNIST's four IDX files, as `make mnist-data` (python -m training.fetch_mnist) writes them.
+MNIST_DIR = ROOT / "data" / "mnist"
 
 
 def fashion_dir_or_skip() -> Path:
@@ -29,6 +31,16 @@ def fashion_dir_or_skip() -> Path:
     message = f"{FASHION_DIR} is missing (Debian package dataset-fashion-mnist; `make system-deps`)"
     if os.environ.get("REQUIRE_FASHION") == "1":
         pytest.fail(f"REQUIRE_FASHION=1 but {message}")
+    pytest.skip(message)
+
+
+def mnist_dir_or_skip() -> Path:
+    """MNIST's IDX directory; without it a skip, or a failure where REQUIRE_MNIST=1 (CI)."""
+    if (MNIST_DIR / "t10k-images-idx3-ubyte").is_file():
+        return MNIST_DIR
+    message = f"{MNIST_DIR} is missing (`make mnist-data`)"
+    if os.environ.get("REQUIRE_MNIST") == "1":
+        pytest.fail(f"REQUIRE_MNIST=1 but {message}")
     pytest.skip(message)
 
 

@@ -22,6 +22,8 @@ from training.splits import DataError, Split, carve_validation
 DATASETS = ("mnist5k", "mnist", "fashion")
 # Debian's `dataset-fashion-mnist` package installs the four IDX files here.
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# `python -m training.fetch_mnist` (`make mnist-data`) writes MNIST's four IDX files here.
+MNIST_DIR = Path("data/mnist")
 # IDX type codes (third magic byte) → big-endian numpy dtype.
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
@@ -81,10 +83,12 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
 
 
 def _find_idx(data_dir: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz"):
+    # Many copies name the files `train-images.idx3-ubyte`.
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
         if (data_dir / name).is_file():
             return data_dir / name
-    raise DataError(f"{data_dir / stem}[.gz]: file not found")
+    raise DataError(f"{data_dir / stem}[.gz]: file not found (nor {dotted}[.gz])")
 
 
 def _images(raw: np.ndarray, path: Path) -> np.ndarray:
@@ -148,7 +152,10 @@ def load_mnist5k() -> Split:
 def load_dataset(
     name: str, data_dir: str | Path | None = None, *, skip_bad: bool = False, invert: str = "auto"
 ) -> Split:
-    """Load a data set by name: ``mnist5k`` (offline), ``mnist`` (needs ``data_dir``) or ``fashion``.
+    """Load a data set by name: ``mnist5k`` (offline), ``mnist`` or ``fashion``.
+
+    ``mnist`` reads ``data_dir``, by default ``data/mnist`` (``make mnist-data`` fills it);
+    ``fashion`` by default Debian's copy.
 
     ``folder:PATH``, ``npz:PATH`` and ``npy:PATH`` are a user's own images (training/sources.py;
     ``skip_bad`` and ``invert`` apply to them only).
@@ -160,7 +167,10 @@ def load_dataset(
     if name == "fashion":
         return load_idx_dataset(data_dir if data_dir is not None else FASHION_DIR)
     if name == "mnist":
-        if data_dir is None:
-            raise DataError("data set 'mnist' needs --data-dir with the four MNIST IDX files")
-        return load_idx_dataset(data_dir)
+        if data_dir is None and not MNIST_DIR.is_dir():
+            raise DataError(
+                f"data set 'mnist' needs the four MNIST IDX files: `make mnist-data` writes them to "
+                f"{MNIST_DIR}/, or name a directory that holds them with --data-dir"
+            )
+        return load_idx_dataset(data_dir if data_dir is not None else MNIST_DIR)
     raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")

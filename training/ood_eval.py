@@ -7,12 +7,16 @@ level (clean and the protocol's seven, test noise seed): the AUROC of the score 
 outsiders with the share of them flagged at the served threshold, and the false-positive rate on
 the model's own test images. Outsiders: the other data set's test split (MNIST-5k ↔ Fashion-MNIST),
 uniform noise, letters rendered with a font (training.outsiders; another seed than the one signals
-were chosen with) and the inverted test images. Nothing here feeds back into a calibration.
+were chosen with) and the inverted test images. MNIST-5k's test split is 1,000 digits; where MNIST's
+own IDX files are at ``--mnist-dir`` (``make mnist-data``), the MNIST-5k models' false-positive rate
+is also measured on all 10,000 MNIST test digits (t10k, none of them among MNIST-5k's). Nothing here
+feeds back into a calibration.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
@@ -26,6 +30,7 @@ from contract import ood
 from contract.card import model_dirs
 from training import calibrate as cal
 from training import outsiders
+from training.data import MNIST_DIR
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ LEVELS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 N = 1000
 OTHER = {"mnist5k": "fashion", "fashion": "mnist5k"}
 OTHER_NAME = {"mnist5k": "Fashion-MNIST", "fashion": "MNIST-5k"}
+# More test images of the same source, for the false-positive rate alone: name → data set.
+MORE_TESTS = {"mnist5k": ("MNIST t10k", "mnist")}
 LETTER_SEED = 22
 UNIFORM_SEED = 21
 NOISE_SEED = 4321  # the outsiders' noise; the insiders get the test protocol's seed
@@ -60,8 +67,18 @@ def _scores(
     return {view: calibration.score(view, images, outputs=outputs, codes=codes) for view in calibration.views}
 
 
-def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray, n: int = N) -> dict[str, Any]:
-    """Per view: insiders' FPR and each outsider set's AUROC and flagged share, per level."""
+def evaluate(
+    model_dir: Path,
+    data: cal.Data,
+    other: np.ndarray,
+    n: int = N,
+    more_tests: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Per view: insiders' FPR and each outsider set's AUROC and flagged share, per level.
+
+    ``more_tests`` (name → images, used whole) are further in-distribution test images whose
+    false-positive rate is reported beside the test split's.
+    """
     from training.protocol import TEST_NOISE_SEED
 
     card = json.loads((model_dir / "card.json").read_text())
@@ -77,8 +94,13 @@ def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray, n: int = N) -> 
         "letters": outsiders.letters(n, LETTER_SEED),
         "inverted": outsiders.inverted(test),
     }
+    more_tests = more_tests or {}
     result: dict[str, Any] = {
-        view: {"fpr": [], "sets": {name: {"auroc": [], "flagged": []} for name in sets}}
+        view: {
+            "fpr": [],
+            "more_fpr": {name: [] for name in more_tests},
+            "sets": {name: {"auroc": [], "flagged": []} for name in sets},
+        }
         for view in calibration.views
     }
     for i, level in enumerate(LEVELS):
@@ -87,6 +109,11 @@ def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray, n: int = N) -> 
             name: _scores(calibration, model_dir, card, cal.corrupt("gaussian", x, level, NOISE_SEED + i))
             for name, x in sets.items()
         }
+        for name, images in more_tests.items():
+            noisy = cal.corrupt("gaussian", images, level, TEST_NOISE_SEED)
+            more = _scores(calibration, model_dir, card, noisy)
+            for view, s_more in more.items():
+                result[view]["more_fpr"][name].append(100.0 * float(np.mean(~s_more.in_distribution)))
         for view, s_in in inside.items():
             result[view]["fpr"].append(100.0 * float(np.mean(~s_in.in_distribution)))
             for name, per_view in outside.items():
@@ -95,7 +122,13 @@ def evaluate(model_dir: Path, data: cal.Data, other: np.ndarray, n: int = N) -> 
                 result[view]["sets"][name]["auroc"].append(auroc(s_in.value, s_out.value))
                 result[view]["sets"][name]["flagged"].append(100.0 * float(np.mean(~s_out.in_distribution)))
         log.info("%s s=%g done", card["id"], level)
-    return {"id": card["id"], "dataset": card["dataset"], "test_images": len(test), "views": result}
+    return {
+        "id": card["id"],
+        "dataset": card["dataset"],
+        "test_images": len(test),
+        "more_test_images": {name: len(images) for name, images in more_tests.items()},
+        "views": result,
+    }
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -105,6 +138,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
         for view, v in r["views"].items():
             fpr = " | ".join(f"{x:.1f} %" for x in v["fpr"])
             lines.append(f"| `{r['id']}` | {view} | own test images: false positives | {fpr} |")
+            for name, shares in v.get("more_fpr", {}).items():
+                cells = " | ".join(f"{x:.1f} %" for x in shares)
+                count = r["more_test_images"][name]
+                inputs = f"{name} ({count:,} images): false positives"
+                lines.append(f"| `{r['id']}` | {view} | {inputs} | {cells} |")
             for name, s in v["sets"].items():
                 cells = " | ".join(
                     f"{a:.3f} ({f:.0f} %)" for a, f in zip(s["auroc"], s["flagged"], strict=True)
@@ -122,6 +160,12 @@ def misses(results: list[dict[str, Any]]) -> list[str]:
             for level, fpr in zip(LEVELS, v["fpr"], strict=True):
                 if level <= TARGET_LEVEL and fpr > TARGET_FPR:
                     out.append(f"{r['id']} ({view}): {fpr:.1f} % false positives at σ={level:g}")
+            for name, shares in v.get("more_fpr", {}).items():
+                for level, fpr in zip(LEVELS, shares, strict=True):
+                    if level <= TARGET_LEVEL and fpr > TARGET_FPR:
+                        out.append(
+                            f"{r['id']} ({view}): {fpr:.1f} % false positives on {name} at σ={level:g}"
+                        )
             if other is None:
                 continue
             for level, a in zip(LEVELS, v["sets"][other]["auroc"], strict=True):
@@ -139,6 +183,21 @@ def write_section(path: Path, table: str) -> None:
     path.write_text(pattern.sub(lambda _: f"{MARK_START}\n{table}\n{MARK_END}", text))
 
 
+@functools.cache
+def _more_test_images(dataset: str, data_dir: Path) -> np.ndarray:
+    return cal.load_data(dataset, data_dir).test
+
+
+def _more_tests(dataset: str, mnist_dir: Path) -> dict[str, np.ndarray]:
+    if dataset not in MORE_TESTS:
+        return {}
+    name, source = MORE_TESTS[dataset]
+    if not mnist_dir.is_dir():
+        log.warning("%s: not there (make mnist-data); no false positives on %s", mnist_dir, name)
+        return {}
+    return {name: _more_test_images(source, mnist_dir)}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.ood_eval", description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", type=Path)
@@ -148,6 +207,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--images", type=int, default=N, help="test images and outsiders per set and level")
+    parser.add_argument(
+        "--mnist-dir",
+        type=Path,
+        default=MNIST_DIR,
+        help=f"MNIST's IDX files: the MNIST-5k models' false positives on all of t10k (default {MNIST_DIR})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     dirs = model_dirs(cal.MODELS_DIR) if args.all else list(args.models)
@@ -161,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if name is not None and name not in data:
                 data[name] = cal.load_data(name)
         other = data[OTHER[dataset]].test if dataset in OTHER else np.empty((0, 28, 28), np.float32)
-        results.append(evaluate(model_dir, data[dataset], other, args.images))
+        more = _more_tests(dataset, args.mnist_dir)
+        results.append(evaluate(model_dir, data[dataset], other, args.images, more))
     table = markdown(results)
     if args.write:
         write_section(args.write, table)

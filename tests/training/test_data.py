@@ -182,9 +182,28 @@ def test_load_dataset_rejects_unknown_names_with_the_choices() -> None:
         load_dataset("cifar")
 
 
-def test_mnist_needs_a_data_dir() -> None:
-    with pytest.raises(DataError, match="--data-dir"):
+def test_mnist_without_its_files_says_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default data/mnist is relative to the working directory
+    with pytest.raises(DataError, match=r"make mnist-data.*--data-dir"):
         load_dataset("mnist")
+
+
+def test_mnist_reads_data_mnist_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    write_idx_dir(tmp_path / "data" / "mnist")
+    monkeypatch.chdir(tmp_path)
+    assert load_dataset("mnist").test_x.shape == (3, 28, 28)
+
+
+def test_idx_files_named_with_a_dot_are_found(tmp_path: Path) -> None:
+    train_x = write_idx_dir(tmp_path)
+    for path in tmp_path.iterdir():  # train-images-idx3-ubyte → train-images.idx3-ubyte
+        path.rename(tmp_path / path.name.replace("-idx", ".idx"))
+    assert sorted(p.name for p in tmp_path.iterdir())[0] == "t10k-images.idx3-ubyte"
+    split = load_dataset("mnist", tmp_path)
+    assert len(split.train_x) + len(split.val_x) == len(train_x)
 
 
 def test_load_dataset_reads_idx_from_data_dir(tmp_path: Path) -> None:
