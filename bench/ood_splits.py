@@ -10,6 +10,10 @@ validation is flagged by construction; the training images are what the model (a
 ones apart, the distance) was fitted to, so if anything more typical. A test split flagged well
 above all of them says its images are less typical than the rest of the data set, not that the
 threshold is off (docs/evaluation.md, "Why 1,000 images").
+
+For MNIST-5k models, where MNIST's files are at hand (``make mnist-data``), two more sets: MNIST
+training digits outside MNIST-5k that the calibration did not take (it takes
+``training.calibrate.UNSEEN_DIGITS`` of them), and MNIST's 10,000 test digits (t10k).
 """
 
 from __future__ import annotations
@@ -55,17 +59,43 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="score only the first N images of each split")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    names = ("train", "train outside the distance fit", "validation", "test")
+    names = (*SPLITS, *MNIST_SETS)
     head = " | ".join(f"{split} σ={s:g}" for split in names for s in LEVELS)
     print(f"| model | {head} |\n|---|" + "---|" * (len(names) * len(LEVELS)))
     for model_dir in args.models:
         scorer = Scorer(model_dir)
         data = cal.load_data(scorer.card["dataset"])
+        sets = dict(
+            zip(SPLITS, (data.train, outside_fit(data.train), data.validation, data.test), strict=True)
+        )
+        if scorer.card["dataset"] == "mnist5k":
+            sets |= mnist_sets(args.limit)
         cells = []
-        for images in (data.train, outside_fit(data.train), data.validation, data.test):
-            images = images[: args.limit]
+        for name in names:
+            if name not in sets:
+                cells += ["—"] * len(LEVELS)
+                continue
+            images = sets[name][: args.limit]
             cells += [f"{share:.1f} % ({len(images)})" for share in scorer.flagged(images)]
         print(f"| `{model_dir.name}` | " + " | ".join(cells) + " |", flush=True)
+
+
+SPLITS = ("train", "train outside the distance fit", "validation", "test")
+MNIST_SETS = ("MNIST outside MNIST-5k, not calibrated on", "MNIST t10k")
+
+
+def mnist_sets(limit: int | None) -> dict[str, np.ndarray]:
+    """MNIST digits no MNIST-5k model saw and its calibration did not take, and MNIST's test
+    digits; none without MNIST's files."""
+    from training.data import MNIST_DIR, load_dataset, mnist_unseen
+
+    n = cal.UNSEEN_DIGITS + (limit or 10_000)
+    unseen, calibrated = mnist_unseen(n), mnist_unseen(cal.UNSEEN_DIGITS)
+    if unseen is None or calibrated is None:
+        return {}
+    taken = {img.tobytes() for img in calibrated}
+    fresh = np.stack([img for img in unseen if img.tobytes() not in taken])
+    return dict(zip(MNIST_SETS, (fresh, load_dataset("mnist", MNIST_DIR).test_x), strict=True))
 
 
 def outside_fit(train: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ DATASETS = ("mnist5k", "mnist", "fashion")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 # `python -m training.fetch_mnist` (`make mnist-data`) writes MNIST's four IDX files here.
 MNIST_DIR = Path("data/mnist")
+MNIST_UNSEEN_SEED = 11
 # IDX type codes (third magic byte) → big-endian numpy dtype.
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
@@ -130,6 +131,28 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     x.flags.writeable = False
     y.flags.writeable = False
     return x, y
+
+
+def mnist_unseen(n: int, data_dir: Path = MNIST_DIR, seed: int = MNIST_UNSEEN_SEED) -> np.ndarray | None:
+    """``n`` of MNIST's training digits that MNIST-5k does not hold (a seeded choice), float32
+    ``[n, 28, 28]``; None when MNIST's files are not in ``data_dir`` (``make mnist-data``).
+
+    No MNIST-5k model was trained on, or chose anything with, these digits, so they can stand beside
+    its 500 validation digits where a tail needs more images (training.calibrate). MNIST's t10k
+    test digits are never among them.
+    """
+    try:
+        path = _find_idx(data_dir, _IDX_FILES["train_x"][0])
+    except DataError:
+        return None
+    train = read_idx(path, expected_ndim=3).reshape(-1, 28 * 28)
+    x5k, _ = _mnist5k_arrays()
+    held = {row.tobytes() for row in np.round(x5k * 255).astype(np.uint8).reshape(-1, 28 * 28)}
+    outside = np.flatnonzero([row.tobytes() not in held for row in train])
+    if n > len(outside):
+        raise DataError(f"{path}: {len(outside)} digits outside MNIST-5k, {n} asked for")
+    chosen = np.sort(np.random.default_rng(seed).permutation(outside)[:n])
+    return _images(train[chosen].reshape(-1, 28, 28), path)
 
 
 def load_mnist5k() -> Split:

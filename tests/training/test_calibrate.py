@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from contract import ood
+from tests.conftest import mnist_dir_or_skip
 from training import calibrate
+from training.data import mnist_unseen
 
 CHEAP = ("mnist-s2d", "mnist-dense")  # a codeless denoiser and an autoencoder with a code
 
@@ -22,7 +24,9 @@ def test_shipped_card_holds_the_calibration_that_calibrate_computes(
     copy = tmp_path / model
     shutil.copytree(models_dir / model, copy, ignore=shutil.ignore_patterns("report"))
     shipped = json.loads((models_dir / model / "card.json").read_text())["ood"]
-    block = calibrate.calibrate(copy)
+    # MNIST-5k models are calibrated on MNIST digits outside MNIST-5k too (make mnist-data).
+    block = calibrate.calibrate(copy, mnist_dir=mnist_dir_or_skip())
+    assert block["calibrated_on"] == shipped["calibrated_on"]
     assert block["views"].keys() == shipped["views"].keys()
     for name, view in block["views"].items():
         want = shipped["views"][name]
@@ -65,3 +69,27 @@ def test_noise_conditions_follow_the_cards_noise() -> None:
     mixed = calibrate.noise_conditions({"noise": {"kind": "mixed"}})
     assert {kind for kind, _ in mixed} == {"gaussian", "salt-pepper", "poisson", "speckle"}
     assert calibrate.noise_conditions({}) == gaussian
+
+
+def test_mnist5k_models_calibrate_on_unseen_mnist_digits_beside_validation(tmp_path: Path) -> None:
+    mnist_dir = mnist_dir_or_skip()
+    data = calibrate.load_data("mnist5k")
+    images, split = calibrate.calibration_images({"dataset": "mnist5k"}, data, mnist_dir)
+    assert len(images) == 500 + calibrate.UNSEEN_DIGITS and "outside MNIST-5k" in split
+    np.testing.assert_array_equal(images[:500], data.validation)
+    # The unseen digits: none in MNIST-5k or MNIST's test file, the same on every call.
+    unseen = images[500:]
+    np.testing.assert_array_equal(unseen, mnist_unseen(calibrate.UNSEEN_DIGITS, mnist_dir))
+    from training.data import _mnist5k_arrays, load_dataset
+
+    key = lambda img: np.round(img * 255).astype(np.uint8).tobytes()  # noqa: E731
+    taken = {key(img) for img in _mnist5k_arrays()[0]} | {
+        key(img) for img in load_dataset("mnist", mnist_dir).test_x
+    }
+    assert not any(key(img) in taken for img in unseen)
+    assert len({key(img) for img in unseen}) == len(unseen)
+    # Without MNIST's files, validation alone (and the card says so); other data sets never add any.
+    alone, split = calibrate.calibration_images({"dataset": "mnist5k"}, data, tmp_path)
+    assert len(alone) == 500 and split == "validation"
+    assert calibrate.calibration_images({"dataset": "fashion"}, data, mnist_dir)[1] == "validation"
+    assert mnist_unseen(10, tmp_path) is None

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from training import protocol
+from tests.conftest import MNIST_DIR
+from training import calibrate, protocol
 from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.config import TrainConfig, default_config, default_description
 from training.data import load_mnist5k
@@ -45,7 +46,9 @@ def test_dry_run_trains_checkpoints_and_exports(tmp_path: Path) -> None:
     # nothing there, training.calibrate.PICTURES_ONLY_DATASETS), /encode over the code.
     assert card["ood"]["views"]["denoise"]["signals"] == ["pictures"]
     assert card["ood"]["views"]["encode"]["signals"] == ["code"]
-    assert card["ood"]["calibrated_on"]["images"] == 500
+    # 500 validation digits, and MNIST digits outside MNIST-5k where `make mnist-data` put them.
+    unseen = calibrate.UNSEEN_DIGITS if (MNIST_DIR / "t10k-images-idx3-ubyte").is_file() else 0
+    assert card["ood"]["calibrated_on"]["images"] == 500 + unseen
     assert card["config"]["train"]["arch"] == "conv"
     assert card["training"]["epochs_done"] == 1
     state = load_checkpoint(ckpt)
