@@ -1,9 +1,11 @@
 """The served out-of-distribution threshold on every split of a model's data: train, validation, test.
 
     python -m bench.ood_splits models/mnist-s2d models/mnist-unet models/mnist-denoise models/mnist-conv
+    python -m bench.ood_splits --view encode models/mnist-conv models/mnist-dense
 
-Each model's ``/denoise`` score (its card's calibration, numpy) on all of its data set's training
-images (and apart, those left out of the distances' fit), validation and test images, clean and
+Each model's ``/denoise`` score (``--view encode``: its ``/encode`` score; the card's calibration,
+numpy) on all of its data set's training images (and apart, those left out of the distances'
+fit), validation and test images, clean and
 at σ = 0.1 and 0.3 (the test noise seed for every split): the share flagged past the card's
 threshold. The threshold is the 99.5th percentile of validation images, so about 0.5 % of
 validation is flagged by construction; the training images are what the model (and, all but the
@@ -33,22 +35,29 @@ LEVELS = (0.0, 0.1, 0.3)
 
 
 class Scorer:
-    """A model's ``/denoise`` score as its card calibrates it, loaded once for every split."""
+    """A model's score for one view (``denoise``: /denoise, ``encode``: /encode) as its card
+    calibrates it, loaded once for every split."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, view: str = "denoise") -> None:
         self.card = json.loads((model_dir / "card.json").read_text())
         calibration = ood.load(model_dir, self.card)
         if calibration is None:
             raise SystemExit(f"{model_dir}: no out-of-distribution calibration")
-        self.calibration = calibration
-        self.autoencoder = cal.Graph(model_dir / "autoencoder.onnx")
+        if view not in calibration.views:
+            raise SystemExit(f"{model_dir}: no {view!r} view (it has {', '.join(calibration.views)})")
+        self.calibration, self.view = calibration, view
+        needs = calibration.needs(view)
+        self.autoencoder = cal.Graph(model_dir / "autoencoder.onnx") if "output" in needs else None
+        self.encoder = cal.Graph(model_dir / "encoder.onnx") if "code" in needs else None
 
     def flagged(self, images: np.ndarray, levels: tuple[float, ...] = LEVELS) -> list[float]:
-        """Percent of ``images`` past the card's ``denoise`` threshold, per noise level."""
+        """Percent of ``images`` past the card's threshold for the view, per noise level."""
         shares = []
         for level in levels:
             x = cal.corrupt("gaussian", images, level, TEST_NOISE_SEED)[:, None]
-            scores = self.calibration.score("denoise", x, outputs=self.autoencoder(x))
+            outputs = self.autoencoder(x) if self.autoencoder else None
+            codes = self.encoder(x) if self.encoder else None
+            scores = self.calibration.score(self.view, x, outputs=outputs, codes=codes)
             shares.append(100.0 * float(np.mean(~scores.in_distribution)))
         return shares
 
@@ -57,13 +66,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ood_splits", description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--limit", type=int, help="score only the first N images of each split")
+    parser.add_argument("--view", default="denoise", choices=("denoise", "encode"), help="the route's score")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     names = (*SPLITS, *MNIST_SETS)
     head = " | ".join(f"{split} σ={s:g}" for split in names for s in LEVELS)
     print(f"| model | {head} |\n|---|" + "---|" * (len(names) * len(LEVELS)))
     for model_dir in args.models:
-        scorer = Scorer(model_dir)
+        scorer = Scorer(model_dir, args.view)
         data = cal.load_data(scorer.card["dataset"])
         sets = dict(
             zip(SPLITS, (data.train, outside_fit(data.train), data.validation, data.test), strict=True)

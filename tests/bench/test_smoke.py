@@ -127,6 +127,15 @@ def test_ood_splits_counts_the_flagged_share_of_every_split() -> None:
     assert len(cells) == 3 * sets and all(cell.strip().endswith("% (40)") for cell in cells)
 
 
+def test_ood_splits_scores_the_encode_view_where_a_model_has_one() -> None:
+    out = _run("ood_splits", "--view", "encode", "models/mnist-dense", "--limit", "40")
+    (row,) = [line for line in out.splitlines() if line.startswith("| `mnist-dense` |")]
+    assert all(cell.strip().endswith("% (40)") for cell in row.strip("|").split("|")[1:])
+    argv = [sys.executable, "-m", "bench.ood_splits", "--view", "encode", "models/mnist-s2d"]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1 and "no 'encode' view (it has denoise)" in result.stderr
+
+
 def test_ood_request_cost_times_the_score_on_and_off() -> None:
     out = _run("ood_request_cost", "--requests", "5", "--rounds", "2")
     for row in ("| score on |", "| score off |", "| on − off, paired by round |", "run_all scored.onnx"):
