@@ -40,7 +40,7 @@ MODELS_DIR = Path("models")
 MAX_VALIDATION = 3000
 # MNIST training digits outside MNIST-5k beside its 500 validation digits: a 99.5th percentile
 # over 500 images per level is the third highest, and on 10,000 such digits the thresholds
-# calibrated on validation alone flagged up to 1.8 % at σ = 0 (docs/evaluation.md).
+# calibrated on validation alone flagged up to 1.7 % at σ = 0 (docs/evaluation.md).
 UNSEEN_DIGITS = 2500
 MAX_FIT = 3000
 FIT_SEED = 5
