@@ -7,11 +7,12 @@ Each model's ``/denoise`` score (``--view encode``: its ``/encode`` score; the c
 numpy) on all of its data set's training images (and apart, those left out of the distances'
 fit), validation and test images, clean and
 at σ = 0.1 and 0.3 (the test noise seed for every split): the share flagged past the card's
-threshold. The threshold is the 99.5th percentile of validation images, so about 0.5 % of
-validation is flagged by construction; the training images are what the model (and, all but the
+threshold. The threshold is the 99.5th percentile of the calibration images (validation; for
+MNIST-5k models with 2,500 unseen MNIST digits beside it), so about 0.5 % of validation is
+flagged by construction; the training images are what the model (and, all but the
 ones apart, the distance) was fitted to, so if anything more typical. A test split flagged well
 above all of them says its images are less typical than the rest of the data set, not that the
-threshold is off (docs/evaluation.md, "Why 1,000 images").
+threshold is off (docs/evaluation.md, "More calibration images, and a second test set").
 
 For MNIST-5k models, where MNIST's files are at hand (``make mnist-data``), two more sets: MNIST
 training digits outside MNIST-5k that the calibration did not take (it takes
