@@ -100,12 +100,9 @@ def mnist_sets(limit: int | None) -> dict[str, np.ndarray]:
     digits; none without MNIST's files."""
     from training.data import MNIST_DIR, load_dataset, mnist_unseen
 
-    n = cal.UNSEEN_DIGITS + (limit or 10_000)
-    unseen, calibrated = mnist_unseen(n), mnist_unseen(cal.UNSEEN_DIGITS)
-    if unseen is None or calibrated is None:
+    fresh = mnist_unseen(limit or 10_000, skip=cal.UNSEEN_DIGITS)
+    if fresh is None:
         return {}
-    taken = {img.tobytes() for img in calibrated}
-    fresh = np.stack([img for img in unseen if img.tobytes() not in taken])
     return dict(zip(MNIST_SETS, (fresh, load_dataset("mnist", MNIST_DIR).test_x), strict=True))
 
 

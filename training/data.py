@@ -133,9 +133,13 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def mnist_unseen(n: int, data_dir: Path = MNIST_DIR, seed: int = MNIST_UNSEEN_SEED) -> np.ndarray | None:
+def mnist_unseen(
+    n: int, data_dir: Path = MNIST_DIR, seed: int = MNIST_UNSEEN_SEED, skip: int = 0
+) -> np.ndarray | None:
     """``n`` of MNIST's training digits that MNIST-5k does not hold (a seeded choice), float32
     ``[n, 28, 28]``; None when MNIST's files are not in ``data_dir`` (``make mnist-data``).
+    ``skip`` passes over the first digits of the same choice: ``skip=k`` never returns one of
+    the ``k`` that ``mnist_unseen(k)`` returns.
 
     No MNIST-5k model was trained on, or chose anything with, these digits, so they can stand beside
     its 500 validation digits where a tail needs more images (training.calibrate). MNIST's t10k
@@ -149,9 +153,9 @@ def mnist_unseen(n: int, data_dir: Path = MNIST_DIR, seed: int = MNIST_UNSEEN_SE
     x5k, _ = _mnist5k_arrays()
     held = {row.tobytes() for row in np.round(x5k * 255).astype(np.uint8).reshape(-1, 28 * 28)}
     outside = np.flatnonzero([row.tobytes() not in held for row in train])
-    if n > len(outside):
-        raise DataError(f"{path}: {len(outside)} digits outside MNIST-5k, {n} asked for")
-    chosen = np.sort(np.random.default_rng(seed).permutation(outside)[:n])
+    if skip + n > len(outside):
+        raise DataError(f"{path}: {len(outside)} digits outside MNIST-5k, {skip} + {n} asked for")
+    chosen = np.sort(np.random.default_rng(seed).permutation(outside)[skip : skip + n])
     return _images(train[chosen].reshape(-1, 28, 28), path)
 
 

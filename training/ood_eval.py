@@ -16,7 +16,6 @@ feeds back into a calibration.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import re
@@ -67,6 +66,11 @@ def _scores(
     return {view: calibration.score(view, images, outputs=outputs, codes=codes) for view in calibration.views}
 
 
+def _flagged_share(scores: ood.Scores) -> float:
+    """Percent of a batch past the served threshold."""
+    return 100.0 * float(np.mean(~scores.in_distribution))
+
+
 def evaluate(
     model_dir: Path,
     data: cal.Data,
@@ -113,14 +117,14 @@ def evaluate(
             noisy = cal.corrupt("gaussian", images, level, TEST_NOISE_SEED)
             more = _scores(calibration, model_dir, card, noisy)
             for view, s_more in more.items():
-                result[view]["more_fpr"][name].append(100.0 * float(np.mean(~s_more.in_distribution)))
+                result[view]["more_fpr"][name].append(_flagged_share(s_more))
         for view, s_in in inside.items():
-            result[view]["fpr"].append(100.0 * float(np.mean(~s_in.in_distribution)))
+            result[view]["fpr"].append(_flagged_share(s_in))
             for name, per_view in outside.items():
                 s_out = per_view[view]
                 assert s_in.value is not None and s_out.value is not None  # numpy scores carry it
                 result[view]["sets"][name]["auroc"].append(auroc(s_in.value, s_out.value))
-                result[view]["sets"][name]["flagged"].append(100.0 * float(np.mean(~s_out.in_distribution)))
+                result[view]["sets"][name]["flagged"].append(_flagged_share(s_out))
         log.info("%s s=%g done", card["id"], level)
     return {
         "id": card["id"],
@@ -157,15 +161,11 @@ def misses(results: list[dict[str, Any]]) -> list[str]:
     for r in results:
         for view, v in r["views"].items():
             other = OTHER_NAME.get(r["dataset"])
-            for level, fpr in zip(LEVELS, v["fpr"], strict=True):
-                if level <= TARGET_LEVEL and fpr > TARGET_FPR:
-                    out.append(f"{r['id']} ({view}): {fpr:.1f} % false positives at σ={level:g}")
-            for name, shares in v.get("more_fpr", {}).items():
+            tests = [("", v["fpr"])] + [(f" on {name}", x) for name, x in v.get("more_fpr", {}).items()]
+            for on, shares in tests:
                 for level, fpr in zip(LEVELS, shares, strict=True):
                     if level <= TARGET_LEVEL and fpr > TARGET_FPR:
-                        out.append(
-                            f"{r['id']} ({view}): {fpr:.1f} % false positives on {name} at σ={level:g}"
-                        )
+                        out.append(f"{r['id']} ({view}): {fpr:.1f} % false positives{on} at σ={level:g}")
             if other is None:
                 continue
             for level, a in zip(LEVELS, v["sets"][other]["auroc"], strict=True):
@@ -183,19 +183,17 @@ def write_section(path: Path, table: str) -> None:
     path.write_text(pattern.sub(lambda _: f"{MARK_START}\n{table}\n{MARK_END}", text))
 
 
-@functools.cache
-def _more_test_images(dataset: str, data_dir: Path) -> np.ndarray:
-    return cal.load_data(dataset, data_dir).test
-
-
-def _more_tests(dataset: str, mnist_dir: Path) -> dict[str, np.ndarray]:
+def _more_tests(dataset: str, mnist_dir: Path, data: dict[str, cal.Data]) -> dict[str, np.ndarray]:
+    """The further test images for ``dataset``'s models, loaded into ``data`` once."""
     if dataset not in MORE_TESTS:
         return {}
     name, source = MORE_TESTS[dataset]
-    if not mnist_dir.is_dir():
-        log.warning("%s: not there (make mnist-data); no false positives on %s", mnist_dir, name)
-        return {}
-    return {name: _more_test_images(source, mnist_dir)}
+    if source not in data:
+        if not mnist_dir.is_dir():
+            log.warning("%s: not there (make mnist-data); no false positives on %s", mnist_dir, name)
+            return {}
+        data[source] = cal.load_data(source, mnist_dir)
+    return {name: data[source].test}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -226,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if name is not None and name not in data:
                 data[name] = cal.load_data(name)
         other = data[OTHER[dataset]].test if dataset in OTHER else np.empty((0, 28, 28), np.float32)
-        more = _more_tests(dataset, args.mnist_dir)
+        more = _more_tests(dataset, args.mnist_dir, data)
         results.append(evaluate(model_dir, data[dataset], other, args.images, more))
     table = markdown(results)
     if args.write:

@@ -88,6 +88,8 @@ def test_mnist5k_models_calibrate_on_unseen_mnist_digits_beside_validation(tmp_p
     }
     assert not any(key(img) in taken for img in unseen)
     assert len({key(img) for img in unseen}) == len(unseen)
+    after = mnist_unseen(500, mnist_dir, skip=calibrate.UNSEEN_DIGITS)  # bench.ood_splits' digits
+    assert after is not None and not {key(img) for img in after} & {key(img) for img in unseen}
     # Without MNIST's files, validation alone (and the card says so); other data sets never add any.
     alone, split = calibrate.calibration_images({"dataset": "mnist5k"}, data, tmp_path)
     assert len(alone) == 500 and split == "validation"
