@@ -14,6 +14,13 @@ A score is built in three steps:
      those of the training images: log squared Mahalanobis distance to the nearest of k clusters
      (k-means, one shared covariance). The output is the model's own view of the input; the pair
      separates what the model knows from what it merely redraws.
+   - ``strokes``: the ``pictures`` distance less the distance of the same vector to random pen
+     strokes (``training.outsiders.strokes`` run through the model, fitted like the training
+     images): a log likelihood ratio, high where a picture looks more like a drawing in strokes
+     than like the training images. The shipped models serve it beside ``pictures``: digits and
+     letters are simple pictures that sit close enough to garments in the ``pictures`` distance
+     alone, but much closer to strokes; and a letter is a stroke drawing further from the digits
+     than from strokes (docs/evaluation.md, "A background of pen strokes").
    - ``code``: the same distance for the model's latent code (models with an encoder).
    - ``input``: the distance of the input's descriptor alone (beside the code on ``/encode``,
      which has no output).
@@ -61,13 +68,19 @@ import numpy as np
 # 2: the descriptor gained the stroke statistics (calibrations of version 1 no longer apply).
 VERSION = 2
 DISTANCES = ("pictures", "code", "input")
-SIGNALS = (*DISTANCES, "reconstruction", "residual")
+# The distances (fitted, in ood.npz) each signal reads; "strokes" is a ratio of two.
+READS: dict[str, tuple[str, ...]] = {
+    **{name: (name,) for name in DISTANCES},
+    "strokes": ("pictures", "strokes"),
+}
+SIGNALS = (*DISTANCES, "strokes", "reconstruction", "residual")
 VIEWS = ("denoise", "encode")
 # What each signal reads beside the input.
 NEEDS = {
     "pictures": "output",
     "code": "code",
     "input": "input",
+    "strokes": "output",
     "reconstruction": "output",
     "residual": "output",
 }
@@ -75,7 +88,7 @@ PARAMETERS_FILE = "ood.npz"
 GRAPH_FILE = "scored.onnx"
 # The signals the scored graph computes (from the input and the output alone), and the name of its
 # one extra output: each image's percentile.
-GRAPH_SIGNALS = ("pictures", "input")
+GRAPH_SIGNALS = ("pictures", "input", "strokes")
 PERCENTILE_OUTPUT = "ood_percentile"
 THRESHOLD_PERCENTILE = 99.5
 CLUSTERS = 10
@@ -279,11 +292,22 @@ def signals(
 ) -> dict[str, np.ndarray]:
     """The named signals for a batch (each ``[n]`` float64)."""
     values: dict[str, np.ndarray] = {}
+    vectors: dict[str, np.ndarray] = {}  # each kind of vector described once
+
+    def distance(name: str, kind: str) -> np.ndarray:
+        if name not in distances:
+            raise CalibrationError(f"signal {name!r} has no fitted distance")
+        if kind not in vectors:
+            vectors[kind] = features(kind, images, outputs, codes)
+        return distances[name](vectors[kind])
+
     for name in names:
         if name in DISTANCES:
-            if name not in distances:
-                raise CalibrationError(f"signal {name!r} has no fitted distance")
-            values[name] = distances[name](features(name, images, outputs, codes))
+            values[name] = distance(name, name)
+        elif name == "strokes":
+            # log of the ratio of the squared distances: to the training images, to the strokes
+            fitted = values["pictures"] if "pictures" in values else distance("pictures", "pictures")
+            values[name] = fitted - distance("strokes", "pictures")
         elif name in ("reconstruction", "residual"):
             if outputs is None:
                 raise CalibrationError(f"signal {name!r} needs the model's output")
@@ -547,7 +571,7 @@ def load(model_dir: Path, card: dict[str, Any]) -> Calibration | None:
             or any(not isinstance(t, list) or len(t) != len(view["percentiles"]) for t in tables)
         ):
             raise CalibrationError(f"{where}: 'ood' view {name!r} has malformed per-noise tables")
-        wanted |= set(view["signals"]) & set(DISTANCES)
+        wanted |= {d for s in view["signals"] if s in READS for d in READS[s]}
     distances: dict[str, Distance] = {}
     if wanted:
         params = block.get("parameters") or {}

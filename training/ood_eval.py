@@ -5,11 +5,13 @@
 Per shipped model and view (``denoise``: what /denoise serves; ``encode``: /encode), at every noise
 level (clean and the protocol's seven, test noise seed): the AUROC of the score against each set of
 outsiders with the share of them flagged at the served threshold, and the false-positive rate on
-the model's own test images. Outsiders: the other data set's test split (MNIST-5k ↔ Fashion-MNIST),
-uniform noise, letters rendered with a font (training.outsiders; another seed than the one signals
-were chosen with) and the inverted test images. MNIST-5k's test split is 1,000 digits; where MNIST's
-own IDX files are at ``--mnist-dir`` (``make mnist-data``), the MNIST-5k models' false-positive rate
-is also measured on all 10,000 MNIST test digits (t10k, none of them among MNIST-5k's). Nothing here
+the model's own test images (and, where the test images have labels, in the class it is highest
+in: a detector's false positives gather where a class looks most like what it watches for).
+Outsiders: the other data set's test split (MNIST-5k ↔ Fashion-MNIST), uniform noise, letters
+rendered with a font (training.outsiders; another seed than the one signals were chosen with) and
+the inverted test images. MNIST-5k's test split is 1,000 digits; where MNIST's own IDX files are at
+``--mnist-dir`` (``make mnist-data``), the MNIST-5k models' false-positive rate is also measured on
+all 10,000 MNIST test digits (t10k, none of them among MNIST-5k's). Nothing here
 feeds back into a calibration.
 """
 
@@ -71,6 +73,14 @@ def _flagged_share(scores: ood.Scores) -> float:
     return 100.0 * float(np.mean(~scores.in_distribution))
 
 
+def _most_flagged_class(scores: ood.Scores, labels: np.ndarray) -> list[float | int]:
+    """``[percent flagged, label]`` of the class with the largest flagged share."""
+    classes = np.unique(labels)
+    shares = [100.0 * float(np.mean(~scores.in_distribution[labels == k])) for k in classes]
+    worst = int(np.argmax(shares))
+    return [shares[worst], int(classes[worst])]
+
+
 def evaluate(
     model_dir: Path,
     data: cal.Data,
@@ -92,6 +102,7 @@ def evaluate(
             f"{model_dir}: no 'ood' calibration in the card; run python -m training.calibrate first"
         )
     test = data.test[:n]
+    labels = None if data.test_labels is None else data.test_labels[:n]
     sets = {
         OTHER_NAME.get(card["dataset"], "other"): other[:n],
         "uniform noise": outsiders.uniform_noise(n, UNIFORM_SEED),
@@ -102,6 +113,7 @@ def evaluate(
     result: dict[str, Any] = {
         view: {
             "fpr": [],
+            "most_flagged_class": [],
             "more_fpr": {name: [] for name in more_tests},
             "sets": {name: {"auroc": [], "flagged": []} for name in sets},
         }
@@ -120,6 +132,8 @@ def evaluate(
                 result[view]["more_fpr"][name].append(_flagged_share(s_more))
         for view, s_in in inside.items():
             result[view]["fpr"].append(_flagged_share(s_in))
+            if labels is not None:
+                result[view]["most_flagged_class"].append(_most_flagged_class(s_in, labels))
             for name, per_view in outside.items():
                 s_out = per_view[view]
                 assert s_in.value is not None and s_out.value is not None  # numpy scores carry it
@@ -142,6 +156,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
         for view, v in r["views"].items():
             fpr = " | ".join(f"{x:.1f} %" for x in v["fpr"])
             lines.append(f"| `{r['id']}` | {view} | own test images: false positives | {fpr} |")
+            if v.get("most_flagged_class"):
+                cells = " | ".join(f"{x:.1f} % ({k})" for x, k in v["most_flagged_class"])
+                inputs = "own test images: the most flagged class (its label)"
+                lines.append(f"| `{r['id']}` | {view} | {inputs} | {cells} |")
             for name, shares in v.get("more_fpr", {}).items():
                 cells = " | ".join(f"{x:.1f} %" for x in shares)
                 count = r["more_test_images"][name]

@@ -92,8 +92,9 @@ def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4) -> str:
         return g.op("Slice", images, starts, ends, g.const([2, 3]))
 
     neighbours = g.op("Concat", window(0, 1), window(1, 0), axis=1)  # right of, below each pixel
-    edge = g.op("Abs", g.op("Sub", neighbours, window(0, 0)))
-    edge = g.op("ReduceSum", edge, g.const([1, 2, 3]), keepdims=1)  # [m, 1, 1, 1]
+    edge = g.op(
+        "ReduceL1", g.op("Sub", neighbours, window(0, 0)), g.const([1, 2, 3]), keepdims=1
+    )  # [m, 1, 1, 1]
     ink = g.op("ReduceSum", images, g.const([1, 2, 3]), keepdims=1)
     # log(max(sum, 0) + 784·eps) = log(max(mean, 0) + eps) + log 784 (edge >= 0 anyway)
     sums = g.op("Relu", g.op("Concat", ink, edge, axis=1))
@@ -118,14 +119,26 @@ def _folded(distance: ood.Distance, pictures: int, side: int = 28) -> tuple[np.n
     return (linear @ whiten).astype(np.float32), centres.astype(np.float32)
 
 
-def _distance(g: _Nodes, vectors: str, distance: ood.Distance, pictures: int) -> str:
-    """``contract.ood.Distance`` of ``[n, 1, pictures·58]`` raw descriptors: log squared
-    Mahalanobis distance to the nearest centre, ``[n, 1]`` (log 0 = -inf where a vector sits
-    exactly on a centre, which every table maps to percentile 0, as numpy's eps does)."""
-    whiten, centres = _folded(distance, pictures)
-    y = g.op("MatMul", vectors, g.const(whiten, np.float32))  # [n, 1, d]
-    d2 = g.op("ReduceSumSquare", g.op("Sub", y, g.const(centres, np.float32)), g.const([2]), keepdims=0)
-    return g.op("Log", g.op("ReduceMin", d2, g.const([1]), keepdims=1))
+def _distances(g: _Nodes, vectors: str, distances: list[ood.Distance], pictures: int) -> str:
+    """``contract.ood.Distance`` of ``[n, 1, pictures·58]`` raw descriptors for each of
+    ``distances``: log squared Mahalanobis distance to the nearest centre, ``[n, len(distances)]``
+    (log 0 = -inf where a vector sits exactly on a centre, which every table maps to percentile
+    0, as numpy's eps does). Several distances of the same vectors share each node: one matrix
+    product with the whitenings side by side, one subtraction against every set of centres."""
+    folded = [_folded(d, pictures) for d in distances]
+    if len(folded) == 1:
+        whiten, centres = folded[0]
+        y = g.op("MatMul", vectors, g.const(whiten, np.float32))  # [n, 1, d]
+        d2 = g.op("ReduceSumSquare", g.op("Sub", y, g.const(centres, np.float32)), g.const([2]), keepdims=0)
+        return g.op("Log", g.op("ReduceMin", d2, g.const([1]), keepdims=1))
+    dim = folded[0][0].shape[1]
+    k = max(len(c) for _, c in folded)
+    # fewer centres than the others: the first one repeated, which leaves the nearest unchanged
+    centres = np.stack([np.concatenate([c, np.repeat(c[:1], k - len(c), axis=0)]) for _, c in folded])
+    y = g.op("MatMul", vectors, g.const(np.concatenate([w for w, _ in folded], axis=1), np.float32))
+    y = g.op("Reshape", y, g.const([-1, len(folded), 1, dim]))  # [n, J, 1, d]
+    d2 = g.op("ReduceSumSquare", g.op("Sub", y, g.const(centres, np.float32)), g.const([3]), keepdims=0)
+    return g.op("Log", g.op("ReduceMin", d2, g.const([2]), keepdims=0))  # [n, J]
 
 
 def _noise(g: _Nodes, images: str, side: int = 28) -> str:
@@ -137,12 +150,14 @@ def _noise(g: _Nodes, images: str, side: int = 28) -> str:
     second = np.zeros((side, side - 2), np.float32)
     for j in range(side - 2):
         second[j : j + 3, j] = (1.0, -2.0, 1.0)
-    across = g.op("MatMul", images, g.const(second * ood._IMMERKAER, np.float32))  # [n, 1, side, side-2]
+    # the mean over the (side-2)² responses and Immerkær's factor scale the first product
+    scale = ood._IMMERKAER / (side - 2) ** 2
+    across = g.op("MatMul", images, g.const(second * scale, np.float32))  # [n, 1, side, side-2]
     # Transposed, so that the second product is again one matrix product over the whole batch
     # (the response comes out transposed; its mean absolute value is the same).
     across = g.op("Transpose", across, perm=[0, 1, 3, 2])
-    response = g.op("Abs", g.op("MatMul", across, g.const(second, np.float32)))  # [n, 1, side-2, side-2]
-    return g.op("ReduceMean", response, g.const([2, 3]), keepdims=0)
+    response = g.op("MatMul", across, g.const(second, np.float32))  # [n, 1, side-2, side-2]
+    return g.op("ReduceL1", response, g.const([2, 3]), keepdims=0)
 
 
 def _weights(g: _Nodes, sigma: str, centres: list[float]) -> str:
@@ -151,9 +166,10 @@ def _weights(g: _Nodes, sigma: str, centres: list[float]) -> str:
     c = np.asarray(centres, np.float64)
     gaps = np.maximum(np.diff(c), 1e-12)
     # a_j: how far past centre j toward j+1, in [0, 1]; w = [1 - a_0, a_0 - a_1, …, a_last]
-    a = g.op("Clip", g.op("Mul", g.op("Sub", sigma, g.const(c[None, :-1], np.float32)),
-                          g.const(1.0 / gaps[None, :], np.float32)),
-             g.const(0.0, np.float32), g.const(1.0, np.float32))  # fmt: skip
+    # (sigma - c_j) / gap_j as sigma · (1/gap_j) - c_j/gap_j: noise estimates and centres are
+    # below 1 and the gaps not tiny, so float32 loses nothing that matters to the sum of weights
+    shift = g.op("Gemm", sigma, g.const(1.0 / gaps[None, :], np.float32), g.const(-c[:-1] / gaps, np.float32))
+    a = g.op("Clip", shift, g.const(0.0, np.float32), g.const(1.0, np.float32))
     steps = np.zeros((len(c) - 1, len(c)))
     steps[np.arange(len(c) - 1), np.arange(len(c) - 1)] = -1.0
     steps[np.arange(len(c) - 1), np.arange(1, len(c))] = 1.0
@@ -177,28 +193,32 @@ def ramps(values: np.ndarray, percentiles: np.ndarray) -> tuple[np.ndarray, np.n
     return knots, 1.0 / widths, weights
 
 
-def _percentile(g: _Nodes, view: dict[str, Any], signals: list[str], sigma: str | None) -> str:
-    """Steps 2 and 3 of ``contract.ood``: the standardised signals' largest, through the view's
-    percentile table(s), ``[n]``."""
+def _percentile(g: _Nodes, view: dict[str, Any], logs: str, mix: np.ndarray, sigma: str | None) -> str:
+    """Steps 2 and 3 of ``contract.ood`` on the log distances ``[n, J]``, of which the view's
+    signals are ``logs @ mix`` (``mix`` ``[J, signals]``): the standardised signals' largest,
+    through the view's percentile table(s), ``[n]``."""
     names = view["signals"]
     median = np.array([view["standardise"][name]["median"] for name in names], np.float64).T  # [bins, s]
     iqr = np.array([view["standardise"][name]["iqr"] for name in names], np.float64).T
     tables = ood.percentile_tables(view)
-    fold = len(names) == 1 and len(median) == 1  # (v - m) / iqr - knot: one shift and scale
+    plain = mix.shape == (1, 1) and mix[0, 0] == 1.0
+    fold = plain and len(median) == 1  # (v - m) / iqr - knot: one shift and scale
     if fold:
-        value = signals[0]
+        value = logs
+    elif len(median) == 1:
+        # (logs @ mix - m) / iqr as one product and shift; log distances and their standardised
+        # values are a few units, so float32 keeps its precision
+        z = g.op("Gemm", logs, g.const(mix / iqr, np.float32), g.const(-median[0] / iqr[0], np.float32))
+        value = z if len(names) == 1 else g.op("ReduceMax", z, g.const([1]), keepdims=1)  # [n, 1]
     else:
-        stacked = signals[0] if len(signals) == 1 else g.op("Concat", *signals, axis=1)  # [n, s]
-        if len(median) == 1:
-            z = g.op("Mul", g.op("Sub", stacked, g.const(median, np.float32)), g.const(1.0 / iqr, np.float32))
-        else:
-            assert sigma is not None
-            w = _weights(g, sigma, view["noise_centres"])
-            z = g.op(
-                "Div",
-                g.op("Sub", stacked, g.op("MatMul", w, g.const(median, np.float32))),
-                g.op("MatMul", w, g.const(iqr, np.float32)),
-            )
+        assert sigma is not None
+        stacked = logs if plain else g.op("MatMul", logs, g.const(mix, np.float32))  # [n, s]
+        w = _weights(g, sigma, view["noise_centres"])
+        z = g.op(
+            "Div",
+            g.op("Sub", stacked, g.op("MatMul", w, g.const(median, np.float32))),
+            g.op("MatMul", w, g.const(iqr, np.float32)),
+        )
         value = z if len(names) == 1 else g.op("ReduceMax", z, g.const([1]), keepdims=1)  # [n, 1]
     knots, scales, weights, blocks = [], [], [], []
     for t, (table, percentiles) in enumerate(tables):
@@ -212,14 +232,24 @@ def _percentile(g: _Nodes, view: dict[str, Any], signals: list[str], sigma: str 
     ramp = g.op("Mul", g.op("Sub", value, g.const(np.concatenate(knots)[None, :], np.float32)),
                 g.const(np.concatenate(scales)[None, :], np.float32))  # fmt: skip
     ramp = g.op("Clip", ramp, g.const(0.0, np.float32), g.const(1.0, np.float32))
+    if len(tables) == 1:  # a vector as the second factor: the product is [n] already
+        return g.op("MatMul", ramp, g.const(weights[0], np.float32), out=ood.PERCENTILE_OUTPUT)
     per_table = np.zeros((len(blocks), len(tables)))
     per_table[np.arange(len(blocks)), blocks] = np.concatenate(weights)
     percentile = g.op("MatMul", ramp, g.const(per_table, np.float32))  # [n, tables]
-    if len(tables) == 1:
-        return g.op("Reshape", percentile, g.const([-1]), out=ood.PERCENTILE_OUTPUT)
     assert sigma is not None
     w = _weights(g, sigma, view["table_noise_centres"])
     return g.op("ReduceSum", g.op("Mul", percentile, w), g.const([1]), keepdims=0, out=ood.PERCENTILE_OUTPUT)
+
+
+def _mix(signals: list[str], measured: list[str]) -> np.ndarray:
+    """``[J, S]``: each signal as a combination of the measured log distances (``contract.ood``:
+    ``strokes`` is the pictures' less the strokes')."""
+    mix = np.zeros((len(measured), len(signals)))
+    for j, name in enumerate(signals):
+        for distance, sign in (("pictures", 1.0), ("strokes", -1.0)) if name == "strokes" else ((name, 1.0),):
+            mix[measured.index(distance), j] = sign
+    return mix
 
 
 def build(
@@ -231,17 +261,22 @@ def build(
     graph = autoencoder.graph
     image, denoised = graph.input[0].name, graph.output[0].name
     g = _Nodes()
-    signals = []
-    for name in view["signals"]:
-        if name == "pictures":  # input and output interleaved, each image's pair side by side
-            pairs = g.op("Reshape", g.op("Concat", image, denoised, axis=1), g.const([-1, 1, 28, 28]))
-            vectors = g.op("Reshape", _descriptor(g, pairs), g.const([-1, 1, 2 * _RAW]))
-            signals.append(_distance(g, vectors, distances[name], 2))
+    reads = sorted({d for name in view["signals"] for d in ood.READS[name]})
+    # Each kind of vector described once, and its distances measured together: the input alone,
+    # or the input and output interleaved (each image's pair side by side; pictures, strokes).
+    groups = [names for names in (["input"], [d for d in reads if d != "input"]) if set(names) & set(reads)]
+    measured, logs = [], []
+    for names in groups:
+        if names == ["input"]:
+            vectors, pictures = g.op("Reshape", _descriptor(g, image), g.const([-1, 1, _RAW])), 1
         else:
-            vectors = g.op("Reshape", _descriptor(g, image), g.const([-1, 1, _RAW]))
-            signals.append(_distance(g, vectors, distances[name], 1))
+            pairs = g.op("Reshape", g.op("Concat", image, denoised, axis=1), g.const([-1, 1, 28, 28]))
+            vectors, pictures = g.op("Reshape", _descriptor(g, pairs), g.const([-1, 1, 2 * _RAW])), 2
+        logs.append(_distances(g, vectors, [distances[d] for d in names], pictures))
+        measured += names
+    stacked = logs[0] if len(logs) == 1 else g.op("Concat", *logs, axis=1)  # [n, J]
     sigma = _noise(g, image) if ood.needs_noise(view) else None
-    output = _percentile(g, view, signals, sigma)
+    output = _percentile(g, view, stacked, _mix(view["signals"], measured), sigma)
     extra = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch"])
     scored = helper.make_graph(
         [*graph.node, *g.nodes],

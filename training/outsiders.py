@@ -4,6 +4,9 @@ Every set is float32 ``[n, 28, 28]`` in [0, 1], white on black like the data set
 uniform noise, letters rendered with a font, and the inverted images of a set (dark on light).
 The other data set (MNIST for Fashion models and the reverse) comes from ``training.calibrate``'s
 loader: its train split when choosing signals, its test split for the final evaluation.
+
+:func:`strokes` is not an evaluation set: random pen strokes, the background that the ``strokes``
+signal of garment models measures a picture against (``contract.ood``, ``training.calibrate``).
 """
 
 from __future__ import annotations
@@ -50,3 +53,29 @@ def letters(n: int, seed: int) -> np.ndarray:
 def inverted(images: np.ndarray) -> np.ndarray:
     """The same pictures dark on light."""
     return (1.0 - images).astype(np.float32)
+
+
+def strokes(n: int, seed: int) -> np.ndarray:
+    """Random pen strokes, white on black, 28x28: one to three cubic Bézier curves with random
+    control points inside the central 18x18 pixels, 1.6-3.6 px wide with round ends, drawn at 4x
+    and box-filtered down (so edges are grey, as in scanned pen strokes); seeded.
+
+    No digit, letter or other shape is drawn on purpose: the set stands for "a drawing made of
+    strokes" as such."""
+    rng = np.random.default_rng(seed)
+    scale, steps = 4, np.linspace(0.0, 1.0, 40)[:, None]
+    out = np.empty((n, 28, 28), dtype=np.float32)
+    for i in range(n):
+        canvas = Image.new("L", (28 * scale, 28 * scale), 0)
+        draw = ImageDraw.Draw(canvas)
+        width = int(rng.uniform(1.6, 3.6) * scale)
+        for _ in range(int(rng.integers(1, 4))):
+            p = rng.uniform(5, 23, (4, 2)) * scale
+            t, u = steps, 1 - steps
+            curve = u**3 * p[0] + 3 * u**2 * t * p[1] + 3 * u * t**2 * p[2] + t**3 * p[3]
+            draw.line([(float(x), float(y)) for x, y in curve], fill=255, width=width, joint="curve")
+            r = width / 2
+            for x, y in (curve[0], curve[-1]):
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+        out[i] = np.asarray(canvas.resize((28, 28), Image.Resampling.BOX), dtype=np.float32) / 255.0
+    return out

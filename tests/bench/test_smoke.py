@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MNIST_DIR, ROOT
+from tests.conftest import MNIST_DIR, ROOT, fashion_dir_or_skip
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +125,18 @@ def test_ood_splits_counts_the_flagged_share_of_every_split() -> None:
     # Four MNIST-5k splits, then (with `make mnist-data`) unseen MNIST digits and t10k; 3 levels each.
     sets = 6 if (MNIST_DIR / "t10k-images-idx3-ubyte").is_file() else 4
     assert len(cells) == 3 * sets and all(cell.strip().endswith("% (40)") for cell in cells)
+
+
+def test_ood_strokes_compares_the_candidates_and_counts_false_positives_per_class() -> None:
+    fashion_dir_or_skip()
+    out = _run("ood_strokes", "models/fashion-s2d", "--limit", "60")
+    assert "#### `fashion-s2d` (1500 images calibrate, 60 scored; strokes seed 31)" in out
+    for candidate in ("pictures", "strokes alone", "pictures + strokes"):
+        rows = [line for line in out.splitlines() if line.startswith(f"| {candidate} | other data set")]
+        assert len(rows) == 1 and all(0.0 <= float(c) <= 1.0 for c in rows[0].strip("|").split("|")[2:])
+    # the per-class table: one row per candidate and level, one cell per label
+    per_class = [line for line in out.splitlines() if line.startswith("| pictures + strokes | 0.3 |")]
+    assert len(per_class) == 1 and per_class[0].count("%") == 10
 
 
 def test_ood_splits_scores_the_encode_view_where_a_model_has_one() -> None:

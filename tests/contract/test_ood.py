@@ -291,3 +291,48 @@ def test_percentile_scores_flag_past_the_views_threshold(tmp_path: Path) -> None
     assert (given.in_distribution == numpy.in_distribution).all() and not given.in_distribution[-5:].any()
     edge = calibration.percentile_scores("denoise", np.array([99.5, 99.51], np.float32))
     assert edge.in_distribution.tolist() == [True, False]
+
+
+def _blobs(n: int, seed: int) -> np.ndarray:
+    """Filled squares of random size and place: what a toy 'garment' model knows."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 28, 28), np.float32)
+    for i in range(n):
+        size, top, left = (int(v) for v in (rng.integers(10, 18), rng.integers(3, 8), rng.integers(3, 8)))
+        x[i, top : top + size, left : left + size] = rng.uniform(0.5, 1.0)
+    return x
+
+
+def test_strokes_signal_is_the_pictures_distance_less_the_strokes_distance() -> None:
+    blobs, bars = _blobs(200, 1), _digits_like(200, 2)
+    distances = {
+        "pictures": ood.fit_distance(ood.features("pictures", blobs, blobs, None)),
+        "strokes": ood.fit_distance(ood.features("pictures", bars, bars, None)),
+    }
+    x = np.concatenate([_blobs(20, 3), _digits_like(20, 4)])
+    values = ood.signals(["pictures", "strokes"], x, distances, outputs=x)
+    vectors = ood.features("pictures", x, x, None)
+    assert np.allclose(values["pictures"], distances["pictures"](vectors))
+    assert np.allclose(values["strokes"], distances["pictures"](vectors) - distances["strokes"](vectors))
+    # the same without the pictures signal beside it
+    alone = ood.signals(["strokes"], x, distances, outputs=x)
+    assert np.array_equal(alone["strokes"], values["strokes"])
+    # a bar is nearer the bars than the blobs, a blob the reverse: the ratio tells them apart
+    assert values["strokes"][20:].min() > values["strokes"][:20].max()
+    with pytest.raises(ood.CalibrationError, match="output"):
+        ood.signals(["strokes"], x, distances)
+    with pytest.raises(ood.CalibrationError, match="no fitted distance"):
+        ood.signals(["strokes"], x, {"pictures": distances["pictures"]}, outputs=x)
+
+
+def test_load_needs_both_distances_of_the_strokes_signal(tmp_path: Path) -> None:
+    view, distance = _view()
+    block = {"version": ood.VERSION, "views": {"denoise": {**view, "signals": ["pictures", "strokes"]}}}
+    block["parameters"] = ood.save_distances(tmp_path, {"pictures": distance})
+    card = {"id": "toy", "ood": block}
+    with pytest.raises(ood.CalibrationError, match="'strokes'"):
+        ood.load(tmp_path, card)
+    block["parameters"] = ood.save_distances(tmp_path, {"pictures": distance, "strokes": distance})
+    calibration = ood.load(tmp_path, card)
+    assert calibration is not None and set(calibration.distances) == {"pictures", "strokes"}
+    assert calibration.needs("denoise") == {"output"} and ood.graph_scorable(block["views"]["denoise"])

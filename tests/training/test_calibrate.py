@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from contract import ood
-from tests.conftest import mnist_dir_or_skip
+from tests.conftest import fashion_dir_or_skip, mnist_dir_or_skip
 from training import calibrate
 from training.data import mnist_unseen
 
-CHEAP = ("mnist-s2d", "mnist-dense")  # a codeless denoiser and an autoencoder with a code
+# a codeless denoiser, an autoencoder with a code, and a garment model whose view has the strokes signal
+CHEAP = ("mnist-s2d", "mnist-dense", "fashion-s2d")
 
 
 @pytest.mark.parametrize("model", CHEAP)
@@ -23,31 +24,49 @@ def test_shipped_card_holds_the_calibration_that_calibrate_computes(
 ) -> None:
     copy = tmp_path / model
     shutil.copytree(models_dir / model, copy, ignore=shutil.ignore_patterns("report"))
-    shipped = json.loads((models_dir / model / "card.json").read_text())["ood"]
-    # MNIST-5k models are calibrated on MNIST digits outside MNIST-5k too (make mnist-data).
-    block = calibrate.calibrate(copy, mnist_dir=mnist_dir_or_skip())
+    card = json.loads((models_dir / model / "card.json").read_text())
+    shipped = card["ood"]
+    if shipped["calibrated_on"]["split"] == "validation":
+        fashion_dir_or_skip()
+        block = calibrate.calibrate(copy)
+    else:  # MNIST-5k models are calibrated on MNIST digits outside MNIST-5k too (make mnist-data).
+        block = calibrate.calibrate(copy, mnist_dir=mnist_dir_or_skip())
     assert block["calibrated_on"] == shipped["calibrated_on"]
+    assert {k: tuple(v["signals"]) for k, v in shipped["views"].items()} == calibrate.views_of(card)
     assert block["views"].keys() == shipped["views"].keys()
     for name, view in block["views"].items():
         want = shipped["views"][name]
         assert view["signals"] == want["signals"] and view["percentiles"] == want["percentiles"]
-        assert np.allclose(view["table"], want["table"], rtol=1e-4, atol=1e-4), name
-        assert view["threshold"] == pytest.approx(want["threshold"], rel=1e-4, abs=1e-4)
+        assert view["threshold_percentile"] == want["threshold_percentile"]
         assert ("tables" in view) == ("tables" in want), name
-        for made, kept in zip(view.get("tables", []), want.get("tables", []), strict=True):
-            assert np.allclose(made, kept, rtol=1e-4, atol=1e-4), name
     with (
         np.load(copy / ood.PARAMETERS_FILE) as fresh,
         np.load(models_dir / model / ood.PARAMETERS_FILE) as kept,
     ):
-        assert sorted(fresh.files) == sorted(kept.files)
-        for key in fresh.files:
-            assert np.allclose(fresh[key], kept[key], rtol=1e-3, atol=1e-3), key
-    card = json.loads((models_dir / model / "card.json").read_text())
-    assert {k: tuple(v["signals"]) for k, v in shipped["views"].items()} == calibrate.views_of(card)
-    # Both have a pictures-only /denoise view: the calibration writes its scored graph too.
+        assert {k: fresh[k].shape for k in fresh.files} == {k: kept[k].shape for k in kept.files}
+    # The numbers are compared by what they do, not bit for bit: onnxruntime's and BLAS's kernels
+    # differ between CPUs (AVX2, AVX-512) in the last bits of the outputs, a pixel on a grey-level
+    # edge then moves a descriptor by 1/784, and k-means may settle on other clusters (mnist-s2d's
+    # card, calibrated on an AVX2 machine, recomputed on an AVX-512 one: percentiles 0.3-0.5 apart
+    # on average, the same flags). Both calibrations must score the same images alike: validation
+    # images at two noise levels, and the other data set's images.
+    made_calibration = ood.load(copy, json.loads((copy / "card.json").read_text()))
+    kept_calibration = ood.load(models_dir / model, card)
+    assert made_calibration is not None and kept_calibration is not None
+    other = calibrate.load_data("mnist5k" if card["dataset"] == "fashion" else "fashion").test[:200]
+    for level in (0.0, 0.2):
+        for images in (calibrate.load_data(card["dataset"]).validation[:300], other):
+            x = calibrate.corrupt("gaussian", images, level, 3)[:, None]
+            outputs, codes = calibrate._run(copy, card, x)
+            for view in block["views"]:
+                made = made_calibration.score(view, x, outputs=outputs, codes=codes)
+                kept = kept_calibration.score(view, x, outputs=outputs, codes=codes)
+                assert np.abs(made.percentile - kept.percentile).mean() < 1.0, (view, level)
+                assert np.mean(made.in_distribution == kept.in_distribution) >= 0.99, (view, level)
+    # Each has a /denoise view the graph computes (pictures, and strokes): the calibration writes
+    # its scored graph too.
     assert block["graph"]["autoencoder_sha256"] == shipped["graph"]["autoencoder_sha256"]
-    assert ood.load(copy, json.loads((copy / "card.json").read_text())).graph is not None  # type: ignore[union-attr]
+    assert made_calibration.graph is not None
 
 
 def test_every_shipped_model_is_calibrated_and_loads(models_dir: Path) -> None:
@@ -95,3 +114,28 @@ def test_mnist5k_models_calibrate_on_unseen_mnist_digits_beside_validation(tmp_p
     assert len(alone) == 500 and split == "validation"
     assert calibrate.calibration_images({"dataset": "fashion"}, data, mnist_dir)[1] == "validation"
     assert mnist_unseen(10, tmp_path) is None
+
+
+def test_the_built_in_data_sets_add_the_strokes_signal_to_denoise_and_own_data_does_not() -> None:
+    with_code = {"graphs": {"encoder": "encoder.onnx"}}
+    assert calibrate.views_of({"dataset": "fashion"}) == {"denoise": ("pictures", "strokes")}
+    assert calibrate.views_of({"dataset": "fashion", **with_code}) == {
+        "denoise": ("code", "pictures", "strokes"),
+        "encode": ("code",),
+    }
+    assert calibrate.views_of({"dataset": "mnist5k", **with_code}) == {
+        "denoise": ("pictures", "strokes"),
+        "encode": ("code",),
+    }
+    assert calibrate.views_of({"dataset": "folder:/data/scans"}) == {"denoise": ("pictures",)}
+    assert calibrate.views_of({"dataset": "folder:/data/scans", **with_code}) == {
+        "denoise": ("code", "pictures"),
+        "encode": ("code",),
+    }
+
+
+def test_a_strokes_view_of_a_model_for_several_noise_kinds_standardises_per_noise_level() -> None:
+    mixed, gaussian = {"dataset": "fashion", "noise": {"kind": "mixed"}}, {"dataset": "fashion"}
+    assert calibrate.noise_bins(mixed, ["pictures", "strokes"]) == calibrate.STROKES_MIXED_NOISE_BINS > 1
+    assert calibrate.noise_bins(gaussian, ["pictures", "strokes"]) == calibrate.NOISE_BINS == 1
+    assert calibrate.noise_bins(mixed, ["code"]) == calibrate.NOISE_BINS

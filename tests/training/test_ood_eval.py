@@ -46,3 +46,17 @@ def test_write_section_replaces_only_the_marked_table(tmp_path: Path) -> None:
     plain.write_text("no markers\n")
     with pytest.raises(SystemExit):
         ood_eval.write_section(plain, "x")
+
+
+def test_the_most_flagged_class_is_the_one_with_the_largest_share_and_gets_a_row() -> None:
+    from contract.ood import Scores
+
+    labels = np.array([0, 0, 0, 0, 5, 5, 7, 7, 7, 7])
+    flagged = np.array([1, 0, 0, 0, 1, 0, 1, 0, 0, 0], bool)
+    scores = Scores(np.where(flagged, 100.0, 50.0), ~flagged, 99.5)
+    assert ood_eval._most_flagged_class(scores, labels) == [50.0, 5]  # 1 of 2, above 1 of 4 twice
+    result = _result(0.5, 0.995)
+    result["views"]["denoise"]["most_flagged_class"] = [[2.0, 5]] * len(ood_eval.LEVELS)
+    table = ood_eval.markdown([result])
+    assert "| `m` | denoise | own test images: the most flagged class (its label) | 2.0 % (5) |" in table
+    assert "most flagged" not in ood_eval.markdown([_result(0.5, 0.995)])  # no labels, no row
