@@ -9,6 +9,9 @@ could borrow for a code distance; what an autoencoder's /denoise runs in additio
 contract.ood's numpy scoring of a batch through the shipped cards, and the scored graphs
 (``scored.onnx``: the autoencoder graph with the whole score as an extra output) beside their
 autoencoder graphs: the difference is what the score costs the service now.
+
+``--graphs PATH …`` times those graphs instead, and no numpy scoring: scored graphs of two
+versions side by side, e.g. a worktree's beside this tree's.
 """
 
 from __future__ import annotations
@@ -83,9 +86,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ood_cost")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="per candidate per round")
+    parser.add_argument("--graphs", nargs="+", help="time these graphs alone (no numpy scoring)")
     args = parser.parse_args()
-    candidates: dict[str, Callable[[np.ndarray], object]] = {g: _session(g) for g in GRAPHS}
-    for model, view in SCORED:
+    candidates: dict[str, Callable[[np.ndarray], object]] = {g: _session(g) for g in args.graphs or GRAPHS}
+    for model, view in () if args.graphs else SCORED:
         candidates[f"contract.ood scoring, numpy only ({model}, {view} view)"] = _scorer(model, view)
     rng = np.random.default_rng(0)
     for batch in (1, 32):
