@@ -92,9 +92,9 @@ def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4) -> str:
         return g.op("Slice", images, starts, ends, g.const([2, 3]))
 
     neighbours = g.op("Concat", window(0, 1), window(1, 0), axis=1)  # right of, below each pixel
-    edge = g.op(
-        "ReduceL1", g.op("Sub", neighbours, window(0, 0)), g.const([1, 2, 3]), keepdims=1
-    )  # [m, 1, 1, 1]
+    # Abs then ReduceSum: ReduceL1 in one node measured 3 µs slower at a batch of one
+    edge = g.op("Abs", g.op("Sub", neighbours, window(0, 0)))
+    edge = g.op("ReduceSum", edge, g.const([1, 2, 3]), keepdims=1)  # [m, 1, 1, 1]
     ink = g.op("ReduceSum", images, g.const([1, 2, 3]), keepdims=1)
     # log(max(sum, 0) + 784·eps) = log(max(mean, 0) + eps) + log 784 (edge >= 0 anyway)
     sums = g.op("Relu", g.op("Concat", ink, edge, axis=1))
@@ -150,14 +150,12 @@ def _noise(g: _Nodes, images: str, side: int = 28) -> str:
     second = np.zeros((side, side - 2), np.float32)
     for j in range(side - 2):
         second[j : j + 3, j] = (1.0, -2.0, 1.0)
-    # the mean over the (side-2)² responses and Immerkær's factor scale the first product
-    scale = ood._IMMERKAER / (side - 2) ** 2
-    across = g.op("MatMul", images, g.const(second * scale, np.float32))  # [n, 1, side, side-2]
+    across = g.op("MatMul", images, g.const(second * ood._IMMERKAER, np.float32))  # [n, 1, side, side-2]
     # Transposed, so that the second product is again one matrix product over the whole batch
     # (the response comes out transposed; its mean absolute value is the same).
     across = g.op("Transpose", across, perm=[0, 1, 3, 2])
-    response = g.op("MatMul", across, g.const(second, np.float32))  # [n, 1, side-2, side-2]
-    return g.op("ReduceL1", response, g.const([2, 3]), keepdims=0)
+    response = g.op("Abs", g.op("MatMul", across, g.const(second, np.float32)))  # [n, 1, side-2, side-2]
+    return g.op("ReduceMean", response, g.const([2, 3]), keepdims=0)
 
 
 def _weights(g: _Nodes, sigma: str, centres: list[float]) -> str:
@@ -232,11 +230,13 @@ def _percentile(g: _Nodes, view: dict[str, Any], logs: str, mix: np.ndarray, sig
     ramp = g.op("Mul", g.op("Sub", value, g.const(np.concatenate(knots)[None, :], np.float32)),
                 g.const(np.concatenate(scales)[None, :], np.float32))  # fmt: skip
     ramp = g.op("Clip", ramp, g.const(0.0, np.float32), g.const(1.0, np.float32))
-    if len(tables) == 1:  # a vector as the second factor: the product is [n] already
-        return g.op("MatMul", ramp, g.const(weights[0], np.float32), out=ood.PERCENTILE_OUTPUT)
     per_table = np.zeros((len(blocks), len(tables)))
     per_table[np.arange(len(blocks)), blocks] = np.concatenate(weights)
+    # a matrix, not a vector, as the second factor: the vector's product measured 3 µs per image
+    # slower at a batch of 32
     percentile = g.op("MatMul", ramp, g.const(per_table, np.float32))  # [n, tables]
+    if len(tables) == 1:
+        return g.op("Reshape", percentile, g.const([-1]), out=ood.PERCENTILE_OUTPUT)
     assert sigma is not None
     w = _weights(g, sigma, view["table_noise_centres"])
     return g.op("ReduceSum", g.op("Mul", percentile, w), g.const([1]), keepdims=0, out=ood.PERCENTILE_OUTPUT)
