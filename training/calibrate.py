@@ -57,8 +57,8 @@ PICTURES_ONLY_DATASETS = frozenset({"mnist5k", "mnist"})
 # Data sets whose /denoise view adds the strokes signal (contract.ood): the pictures' distance to
 # the training images less their distance to random pen strokes. On validation (python -m
 # bench.ood_strokes; docs/evaluation.md, "A background of pen strokes") it lifted the garment
-# models' AUROC against digits from 0.95-0.98 to 0.996-0.999 at σ <= 0.3, and the digit models'
-# against letters from 0.76-0.82 to 0.93-0.96, with the same share of insiders flagged. A data set
+# models' AUROC against digits from 0.95-0.99 to 0.996-0.999 at σ <= 0.3, and the digit models'
+# against letters from 0.75-0.83 to 0.93-0.96, with the same share of insiders flagged. A data set
 # of one's own is not in it: its pictures may be strokes themselves, and nothing has measured it.
 STROKES_DATASETS = frozenset({"fashion", "mnist5k", "mnist"})
 STROKES_SEED = 31  # training.outsiders.strokes(MAX_FIT, STROKES_SEED), not an evaluation seed

@@ -6,7 +6,7 @@ The other data set (MNIST for Fashion models and the reverse) comes from ``train
 loader: its train split when choosing signals, its test split for the final evaluation.
 
 :func:`strokes` is not an evaluation set: random pen strokes, the background that the ``strokes``
-signal of garment models measures a picture against (``contract.ood``, ``training.calibrate``).
+signal measures a picture against (``contract.ood``, ``training.calibrate``).
 """
 
 from __future__ import annotations
