@@ -42,9 +42,11 @@ def test_dry_run_trains_checkpoints_and_exports(tmp_path: Path) -> None:
     }
     card = json.loads((out / "card.json").read_text())
     assert card["id"] == "mnist-conv"
-    # Calibrated on the validation split: a digit model's /denoise over the pictures (its code added
-    # nothing there, training.calibrate.PICTURES_ONLY_DATASETS), /encode over the code.
-    assert card["ood"]["views"]["denoise"]["signals"] == ["pictures"]
+    # Calibrated on the validation split: a digit model's /denoise over the pictures and their
+    # distance to pen strokes (its code added nothing there, training.calibrate.PICTURES_ONLY_DATASETS
+    # and STROKES_DATASETS), /encode over the code.
+    assert card["ood"]["views"]["denoise"]["signals"] == ["pictures", "strokes"]
+    assert "strokes: 3000 pen strokes" in card["ood"]["calibrated_on"]["distances_fitted_on"]
     assert card["ood"]["views"]["encode"]["signals"] == ["code"]
     # 500 validation digits, and MNIST digits outside MNIST-5k where `make mnist-data` put them.
     unseen = calibrate.UNSEEN_DIGITS if (MNIST_DIR / "t10k-images-idx3-ubyte").is_file() else 0
