@@ -57,22 +57,6 @@ def candidates(has_code: bool) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def fit(model_dir: Path, card: dict, train: np.ndarray, strokes_seed: int) -> dict[str, ood.Distance]:
-    """The pictures' and the code's distances, as training.calibrate fits them, and the strokes'
-    background from ``strokes_seed``."""
-    conditions = cal.noise_conditions(card)
-    noisy = cal.noisy_fit_images(train, conditions)
-    outputs, codes = cal._run(model_dir, card, noisy)
-    distances = {"pictures": ood.fit_distance(ood.features("pictures", noisy, outputs, None))}
-    if codes is not None:
-        distances["code"] = ood.fit_distance(codes.reshape(len(codes), -1))
-    drawn = cal.noisy_fit_images(outsiders.strokes(cal.MAX_FIT, strokes_seed), conditions)
-    distances["strokes"] = ood.fit_distance(
-        ood.features("pictures", drawn, cal._run(model_dir, card, drawn)[0], None)
-    )
-    return distances
-
-
 def insiders(card: dict, data: cal.Data) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The images that calibrate, those scored as insiders and their labels (None: unlabelled).
 
@@ -95,7 +79,8 @@ def insiders(card: dict, data: cal.Data) -> tuple[np.ndarray, np.ndarray, np.nda
 def run(model_dir: Path, strokes_seed: int, limit: int | None = None) -> None:
     card = json.loads((model_dir / "card.json").read_text())
     data = cal.load_data(card["dataset"])
-    distances = fit(model_dir, card, data.train, strokes_seed)
+    # the pictures', the code's (models with one) and the strokes' distances, as calibration fits them
+    distances = cal.fit_distances(model_dir, card, data.train, strokes_seed)
     names = ["code", "pictures", "strokes"] if "code" in distances else ["pictures", "strokes"]
 
     def signals(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,12 +110,10 @@ def run(model_dir: Path, strokes_seed: int, limit: int | None = None) -> None:
         outside = {k: signals(cal.corrupt("gaussian", x, s, 800 + i)) for k, x in sets.items()}
         for c, view in views.items():
             a = ood.combined(view, inside, np.zeros(len(score_part)))
+            flagged = a > view["threshold"]
             if c in per_class and score_labels is not None:
-                flagged = a > view["threshold"]
                 per_class[c].append([100 * float(flagged[score_labels == k].mean()) for k in classes])
-            table.setdefault((c, "insiders past the 99.5th"), []).append(
-                f"{100 * np.mean(a > view['threshold']):.1f} %"
-            )
+            table.setdefault((c, "insiders past the 99.5th"), []).append(f"{100 * np.mean(flagged):.1f} %")
             for k, values in outside.items():
                 b = ood.combined(view, values, np.zeros(len(sets[k])))
                 table.setdefault((c, k), []).append(f"{auroc(a, b):.3f}")

@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,13 @@ READS: dict[str, tuple[str, ...]] = {
     "strokes": ("pictures", "strokes"),
 }
 SIGNALS = (*DISTANCES, "strokes", "reconstruction", "residual")
+
+
+def reads(signals: Iterable[str]) -> set[str]:
+    """The fitted distances (``ood.npz``'s names) that ``signals`` read."""
+    return {d for s in signals if s in READS for d in READS[s]}
+
+
 VIEWS = ("denoise", "encode")
 # What each signal reads beside the input.
 NEEDS = {
@@ -571,7 +579,7 @@ def load(model_dir: Path, card: dict[str, Any]) -> Calibration | None:
             or any(not isinstance(t, list) or len(t) != len(view["percentiles"]) for t in tables)
         ):
             raise CalibrationError(f"{where}: 'ood' view {name!r} has malformed per-noise tables")
-        wanted |= {d for s in view["signals"] if s in READS for d in READS[s]}
+        wanted |= reads(view["signals"])
     distances: dict[str, Distance] = {}
     if wanted:
         params = block.get("parameters") or {}

@@ -181,21 +181,23 @@ def noisy_fit_images(
     return noisy
 
 
-def fit_distances(model_dir: Path, card: dict[str, Any], train: np.ndarray) -> dict[str, ood.Distance]:
+def fit_distances(
+    model_dir: Path, card: dict[str, Any], train: np.ndarray, strokes_seed: int = STROKES_SEED
+) -> dict[str, ood.Distance]:
     """The distances the views use, fitted to up to MAX_FIT training images, each at one of the
     calibration's conditions (a seeded draw), as the model saw them in training; the strokes
-    signal's background, to as many random pen strokes drawn in the same way."""
+    signal's background, to as many random pen strokes (``strokes_seed``) drawn in the same way."""
     from training import outsiders
 
     conditions = noise_conditions(card)
     noisy = noisy_fit_images(train, conditions)
     outputs, codes = _run(model_dir, card, noisy)
     signals = {s for names in views_of(card).values() for s in names}
-    wanted = {d for s in signals if s in ood.READS for d in ood.READS[s]} - {"strokes"}
+    wanted = ood.reads(signals) - {"strokes"}
     distances = {name: ood.fit_distance(ood.features(name, noisy, outputs, codes)) for name in sorted(wanted)}
     if "strokes" in signals:
-        pictures = noisy_fit_images(outsiders.strokes(MAX_FIT, STROKES_SEED), conditions)
-        drawn, _ = _run(model_dir, card, pictures)
+        pictures = noisy_fit_images(outsiders.strokes(MAX_FIT, strokes_seed), conditions)
+        drawn = Graph(model_dir / "autoencoder.onnx")(pictures)  # the output alone: no code read
         distances["strokes"] = ood.fit_distance(ood.features("pictures", pictures, drawn, None))
     return distances
 

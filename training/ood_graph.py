@@ -207,7 +207,6 @@ def _percentile(g: _Nodes, view: dict[str, Any], logs: str, mix: np.ndarray, sig
         # (logs @ mix - m) / iqr as one product and shift; log distances and their standardised
         # values are a few units, so float32 keeps its precision
         z = g.op("Gemm", logs, g.const(mix / iqr, np.float32), g.const(-median[0] / iqr[0], np.float32))
-        value = z if len(names) == 1 else g.op("ReduceMax", z, g.const([1]), keepdims=1)  # [n, 1]
     else:
         assert sigma is not None
         stacked = logs if plain else g.op("MatMul", logs, g.const(mix, np.float32))  # [n, s]
@@ -217,6 +216,7 @@ def _percentile(g: _Nodes, view: dict[str, Any], logs: str, mix: np.ndarray, sig
             g.op("Sub", stacked, g.op("MatMul", w, g.const(median, np.float32))),
             g.op("MatMul", w, g.const(iqr, np.float32)),
         )
+    if not fold:
         value = z if len(names) == 1 else g.op("ReduceMax", z, g.const([1]), keepdims=1)  # [n, 1]
     knots, scales, weights, blocks = [], [], [], []
     for t, (table, percentiles) in enumerate(tables):
@@ -261,10 +261,11 @@ def build(
     graph = autoencoder.graph
     image, denoised = graph.input[0].name, graph.output[0].name
     g = _Nodes()
-    reads = sorted({d for name in view["signals"] for d in ood.READS[name]})
+    reads = sorted(ood.reads(view["signals"]))
     # Each kind of vector described once, and its distances measured together: the input alone,
     # or the input and output interleaved (each image's pair side by side; pictures, strokes).
-    groups = [names for names in (["input"], [d for d in reads if d != "input"]) if set(names) & set(reads)]
+    alone = [d for d in reads if d == "input"]
+    groups = [names for names in (alone, [d for d in reads if d != "input"]) if names]
     measured, logs = [], []
     for names in groups:
         if names == ["input"]:
