@@ -6,6 +6,7 @@ the batcher calls :meth:`GraphSession.run` from its executor threads.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,12 @@ logger = logging.getLogger(__name__)
 Device = Literal["auto", "cuda", "cpu"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+
+# The CPU flags (/proc/cpuinfo) of the 8-bit dot products that onnxruntime's int8 kernels need to
+# beat float: AVX-512 VNNI, AVX-VNNI, and Arm's dot-product extension. Without them an int8 model
+# runs no faster than its float one (docs/evaluation.md, "Int8 variants").
+INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
 
 
 class InferenceError(Exception):
@@ -51,6 +58,22 @@ def select_providers(device: Device) -> list[str]:
             "install onnxruntime-gpu or set AE_DEVICE=auto"
         )
     return [CPU]
+
+
+@functools.cache
+def int8_dot_products(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU has 8-bit dot-product instructions (:data:`INT8_DOT_PRODUCT_FLAGS`); None
+    where ``cpuinfo`` cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, Arm
+            flags.update(value.split())
+    return bool(flags & INT8_DOT_PRODUCT_FLAGS)
 
 
 def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> ort.SessionOptions:

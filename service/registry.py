@@ -23,11 +23,14 @@ from contract.card import DECODER as DECODER
 from contract.card import ENCODER as ENCODER
 from contract.card import CardError, check_metadata, graph_io, graph_path, read_card
 from service.inference import (
+    CPU,
     CUDA,
+    INT8_DOT_PRODUCT_FLAGS,
     Device,
     GraphSession,
     InferenceError,
     TensorSpec,
+    int8_dot_products,
     select_providers,
     session_options,
 )
@@ -293,6 +296,14 @@ def load_registry(
             continue
         models[model.id] = model
         logger.info("loaded model %s (%s) on %s", model.id, ", ".join(model.graphs), model.provider)
+        if "quantization" in model.card and model.provider == CPU and int8_dot_products() is False:
+            logger.warning(
+                "model %s is int8, and this CPU has no 8-bit dot-product instructions (%s): it runs "
+                "no faster here than its float model %s",
+                model.id,
+                ", ".join(sorted(INT8_DOT_PRODUCT_FLAGS)),
+                model.card["quantization"].get("source", "?"),
+            )
     if not models:
         raise ModelError(f"{models_dir}: no model loads; " + "; ".join(skipped))
     return Registry(models, default_model, default_code_model)

@@ -31,9 +31,17 @@ Rows = dict[str, dict[str, Any]]
 # Issue 12's bar for the cheap default denoisers: PSNR within 0.3 dB of the U-Nets as they stood at
 # commit 883b244 (docs/evaluation.md there; first 1,000 mnist5k / 2,000 Fashion test images,
 # s = 0.05 … 0.6).
-UNET_883B244: dict[str, tuple[str, tuple[float, ...]]] = {
+# Issue 19's int8 variants (training/quantize.py), each with its float model: they keep the float
+# model's bars, and may lose at most INT8_LOSS_DB of its PSNR at any level.
+INT8_SOURCES = {"mnist-s2d-int8": "mnist-s2d", "fashion-s2d-int8": "fashion-s2d"}
+INT8_LOSS_DB = 0.1
+_UNETS = {
     "mnist-s2d": ("mnist-unet at 883b244", (35.08, 30.49, 26.40, 23.94, 21.99, 20.35, 18.91)),
     "fashion-s2d": ("fashion-unet at 883b244", (31.55, 27.56, 23.95, 21.96, 20.57, 19.46, 18.51)),
+}
+UNET_883B244: dict[str, tuple[str, tuple[float, ...]]] = {
+    **_UNETS,
+    **{int8: _UNETS[source] for int8, source in INT8_SOURCES.items()},
 }
 NEAR_UNET_DB = 0.3
 
@@ -151,7 +159,20 @@ def _near_unet(margin: float = NEAR_UNET_DB) -> tuple[str, Check]:
     )
 
 
-# Issue 4's "Done when", per shipped model id; issue 12's for the cheap default denoisers.
+def _near_float(margin: float = INT8_LOSS_DB) -> tuple[str, Check]:
+    def check(rows: Rows, key: str, levels: Sequence[float]) -> tuple[bool, str]:
+        source = INT8_SOURCES.get(key)
+        if source is None or source not in rows:
+            return False, f"{source or 'its float model'} was not scored beside it"
+        gaps = [a - b for a, b in zip(rows[key]["psnr"], rows[source]["psnr"], strict=True)]
+        i = int(np.argmin(gaps))
+        return min(gaps) >= -margin, f"smallest difference {gaps[i]:+.2f} dB at s={levels[i]:g}"
+
+    return (f"PSNR within {margin:g} dB of its float model at every level", check)
+
+
+# Issue 4's "Done when", per shipped model id; issue 12's for the cheap default denoisers, and
+# issue 19's for their int8 variants.
 TARGETS: dict[str, list[tuple[str, Check]]] = {
     "mnist-denoise": [_lesson(1.5), _classical("ssim", 0.0), _classical("psnr", 0.2), _psnr_floor(0.5, 19.5)],
     "fashion-denoise": [_lesson(1.0), _classical("psnr", 0.3), _psnr_floor(0.5, 18.5)],
@@ -159,8 +180,15 @@ TARGETS: dict[str, list[tuple[str, Check]]] = {
     "fashion-unet": [_everything("psnr"), _everything("ssim")],
     "mnist-s2d": [_everything("psnr"), _everything("ssim"), _near_unet()],
     "fashion-s2d": [_everything("psnr"), _everything("ssim"), _near_unet()],
+    **{
+        int8: [_everything("psnr"), _everything("ssim"), _near_unet(), _near_float()] for int8 in INT8_SOURCES
+    },
 }
-TARGET_SOURCE = {"mnist-s2d": "issue 12", "fashion-s2d": "issue 12"}
+TARGET_SOURCE = {
+    "mnist-s2d": "issue 12",
+    "fashion-s2d": "issue 12",
+    **dict.fromkeys(INT8_SOURCES, "issue 19"),
+}
 # The design's aim for the other autoencoders ("beat the lesson's denoiser at every noise level").
 DEFAULT_TARGETS = [_lesson(0.0)]
 

@@ -67,6 +67,42 @@ def test_denoisers_compares_graphs_side_by_side(tmp_path: Path) -> None:
     assert results["mnist-unet"]["ratio1"] == 1.0 and results["mnist-denoise"]["batch32"] > 0
 
 
+def test_frontier_plots_quality_against_speed_from_a_denoisers_run(tmp_path: Path) -> None:
+    _run(
+        "denoisers",
+        "--models",
+        "mnist-unet",
+        "mnist-s2d",
+        "mnist-s2d-int8",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.05",
+        "--batches",
+        "1",
+        json_out=tmp_path / "d.json",
+    )
+    out = _run("frontier", str(tmp_path / "d.json"), "--out", str(tmp_path / "f.png"))
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every model of the run has a row, its PSNR read from its card
+    card = json.loads((ROOT / "models" / "mnist-s2d-int8" / "card.json").read_text())
+    mean = sum(card["metrics"]["psnr"]) / 7
+    assert "| mnist-s2d-int8 | " in out and f"| {mean:.2f} |" in out
+    assert "on the frontier (mean PSNR): " in out
+
+
+def test_the_frontier_is_every_model_nothing_beats_on_both_counts() -> None:
+    from bench.frontier import frontier
+
+    rows = [
+        {"id": "slow-best", "images_per_s": 100.0, "q": 30.0},
+        {"id": "fast-good", "images_per_s": 400.0, "q": 29.0},
+        {"id": "fast-worse", "images_per_s": 300.0, "q": 28.0},  # fast-good beats it on both
+        {"id": "fastest-poor", "images_per_s": 900.0, "q": 20.0},
+    ]
+    assert frontier(rows, "q") == ["fastest-poor", "fast-good", "slow-best"]
+
+
 def test_denoisers_prices_an_untrained_candidate_beside_the_models(tmp_path: Path) -> None:
     out = _run(
         "denoisers",

@@ -9,7 +9,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.inference import CPU, CUDA, GraphSession, InferenceError, select_providers, session_options
+from service.inference import (
+    CPU,
+    CUDA,
+    GraphSession,
+    InferenceError,
+    int8_dot_products,
+    select_providers,
+    session_options,
+)
 
 HAS_CUDA = CUDA in ort.get_available_providers()
 
@@ -58,3 +66,25 @@ def test_unloadable_file_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"not a protobuf")
     with pytest.raises(InferenceError, match=re.escape(f"{path}: onnxruntime cannot load it")):
         GraphSession(path, [CPU], session_options())
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        # x86: one "flags" line per core; AVX-512 VNNI, or AVX-VNNI (Alder Lake and later)
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx_vnni\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw\n", False),
+        # Arm: "Features", with asimddp for the dot-product extension
+        ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n", True),
+        ("processor\t: 0\nFeatures\t: fp asimd evtstrm\n", False),
+    ],
+)
+def test_int8_dot_products_reads_the_cpu_flags(tmp_path: Path, cpuinfo: str, expected: bool) -> None:
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert int8_dot_products(path) is expected
+
+
+def test_int8_dot_products_is_unknown_without_cpuinfo(tmp_path: Path) -> None:
+    assert int8_dot_products(tmp_path / "absent") is None

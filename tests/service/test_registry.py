@@ -340,3 +340,29 @@ def test_a_stale_scored_graph_is_passed_over_with_a_warning(
     assert model.ood is not None and model.ood.graph is not None
     warned = [r.getMessage() for r in caplog.records if "not using its scored graph" in r.getMessage()]
     assert len(warned) == 1 and "built from another autoencoder.onnx" in warned[0]
+
+
+@pytest.mark.parametrize("dot_products", [True, False, None])
+def test_an_int8_model_on_a_cpu_without_dot_products_is_named_at_start_up(
+    models_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    dot_products: bool | None,
+) -> None:
+    """The shipped int8 variant loads and serves on any CPU; where the CPU lacks the 8-bit dot
+    products (here: as /proc/cpuinfo would say), start-up says it gains nothing over float."""
+    root = tmp_path / "models"
+    shutil.copytree(
+        models_dir / "mnist-s2d-int8", root / "mnist-s2d-int8", ignore=shutil.ignore_patterns("report")
+    )
+    monkeypatch.setattr("service.registry.int8_dot_products", lambda: dot_products)
+    with caplog.at_level(logging.WARNING, logger="service.registry"):
+        model = load_registry(root, "mnist-s2d-int8", None, device="cpu").get("mnist-s2d-int8")
+    out = model.graphs["autoencoder"].run(np.full((1, 1, 28, 28), 0.5, np.float32))
+    assert out.shape == (1, 1, 28, 28) and np.isfinite(out).all()
+    warned = [r.getMessage() for r in caplog.records if "is int8" in r.getMessage()]
+    if dot_products is False:
+        assert len(warned) == 1 and "no faster here than its float model mnist-s2d" in warned[0]
+    else:  # it has them, or nothing says (not Linux): no warning
+        assert warned == []

@@ -60,7 +60,9 @@ def test_denoise_json_pixels_match_the_png(client: TestClient, digits: tuple[np.
     assert np.abs(pixels - png).max() <= HALF_LEVEL
 
 
-@pytest.mark.parametrize("model_id", ["mnist-denoise", "mnist-conv", "mnist-dense", "mnist-unet"])
+@pytest.mark.parametrize(
+    "model_id", ["mnist-denoise", "mnist-conv", "mnist-dense", "mnist-unet", "mnist-s2d-int8"]
+)
 def test_denoised_digit_is_closer_to_the_clean_one(
     client: TestClient, digits: tuple[np.ndarray, np.ndarray], model_id: str
 ) -> None:
@@ -73,7 +75,7 @@ def test_denoised_digit_is_closer_to_the_clean_one(
         assert _mse(out, x) < _mse(y, x)
 
 
-@pytest.mark.parametrize("model_id", ["fashion-denoise", "fashion-unet"])
+@pytest.mark.parametrize("model_id", ["fashion-denoise", "fashion-unet", "fashion-s2d-int8"])
 def test_denoised_fashion_item_is_closer_to_the_clean_one(client: TestClient, model_id: str) -> None:
     from tests.conftest import fashion_dir_or_skip
     from training import protocol

@@ -136,6 +136,34 @@ def test_each_s2d_target_can_fail_on_its_own() -> None:
     assert [t.met for t in check_targets("mnist-s2d", _s2d_rows(UNET_MNIST, 0.85))] == [True, False, True]
 
 
+def _int8_rows(float_psnr: list[float], int8_psnr: list[float]) -> dict:
+    rows = _s2d_rows(float_psnr)
+    rows.update(rows_for({"mnist-s2d-int8": (int8_psnr, constant(0.99))}))
+    rows["mnist-s2d-int8"]["arch"] = rows["mnist-s2d"]["arch"] = "s2d"
+    return rows
+
+
+def test_an_int8_variant_keeps_its_float_models_bars_and_loses_at_most_a_tenth_of_a_db() -> None:
+    near = [v - 0.1 for v in UNET_MNIST]
+    targets = check_targets("mnist-s2d-int8", _int8_rows(near, [v - 0.09 for v in near]))
+    assert [t.met for t in targets] == [True, True, True, True]
+    assert all(t.source == "issue 19" for t in targets)
+    assert "its float model" in targets[3].text and "-0.09 dB" in targets[3].detail
+    lossy = [v - 0.09 for v in near]
+    lossy[4] = near[4] - 0.11  # s = 0.4: just past 0.1 dB
+    targets = check_targets("mnist-s2d-int8", _int8_rows(near, lossy))
+    assert [t.met for t in targets] == [True, True, True, False] and "s=0.4" in targets[3].detail
+    # the 883b244 bar holds for the variant itself, not only for its float model
+    assert not check_targets("mnist-s2d-int8", _int8_rows(near, [v - 0.31 for v in UNET_MNIST]))[2].met
+
+
+def test_an_int8_variant_scored_without_its_float_model_fails_that_target_with_a_reason() -> None:
+    rows = _int8_rows(UNET_MNIST, UNET_MNIST)
+    del rows["mnist-s2d"]
+    target = check_targets("mnist-s2d-int8", rows)[3]
+    assert not target.met and "mnist-s2d was not scored beside it" in target.detail
+
+
 def test_reference_table_shows_the_gap_per_level() -> None:
     row = {"psnr": [v - 0.1 for v in UNET_MNIST[:-1]] + [UNET_MNIST[-1] - 0.5]}
     text = reference_table("mnist-s2d", row, [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])

@@ -32,9 +32,11 @@ SHIPPED = (
     "mnist-dense",
     "mnist-unet",
     "mnist-s2d",
+    "mnist-s2d-int8",
     "fashion-denoise",
     "fashion-unet",
     "fashion-s2d",
+    "fashion-s2d-int8",
     "fashion-s2d-mixed",
 )
 LEVELS = (0.05, 0.3, 0.5)
@@ -46,11 +48,13 @@ PSNR_FLOORS: dict[str, tuple[float, float, float]] = {
     "mnist-denoise": (24.0, 22.2, 19.5),  # measured 24.37, 22.51, 19.80
     "mnist-unet": (34.7, 23.6, 20.0),  # measured 35.07, 23.94, 20.31
     "mnist-s2d": (34.8, 23.5, 19.8),  # measured 35.10, 23.83, 20.13
+    "mnist-s2d-int8": (34.6, 23.5, 19.9),  # measured 34.93, 23.81, 20.28
     "mnist-conv": (16.7, 16.2, 15.1),  # measured 17.00, 16.54, 15.44
     "mnist-dense": (18.5, 17.6, 16.1),  # measured 18.81, 17.94, 16.43
     "fashion-denoise": (21.9, 20.5, 18.7),  # measured 22.20, 20.80, 19.03 (first 1,000 test images)
     "fashion-unet": (31.0, 21.6, 19.0),  # measured 31.35, 21.91, 19.38 (first 1,000 test images)
     "fashion-s2d": (30.9, 21.0, 18.3),  # measured 31.21, 21.38, 18.66 (first 1,000 test images)
+    "fashion-s2d-int8": (30.9, 21.0, 18.3),  # within 0.02 dB of fashion-s2d on all 2,000 (docs/evaluation.md)
     "fashion-s2d-mixed": (29.4, 20.7, 17.9),  # measured 29.78, 20.99, 18.26 (first 1,000 test images)
 }
 # Models made for other noises: (kind, level, floor) under that noise (training/noise.py, seed 1234).
@@ -173,6 +177,33 @@ def test_denoising_quality_meets_its_floor(model_id: str) -> None:
         (out,) = session.run(None, {"image": noisy[:, None]})
         measured = float(psnr(clean, out[:, 0]).mean())
         assert measured >= floor, f"{model_id} at s={s}: {measured:.2f} dB < floor {floor} dB"
+
+
+INT8 = [m for m in SHIPPED if m.endswith("-int8")]
+
+
+@pytest.mark.parametrize("model_id", INT8)
+def test_an_int8_variant_is_made_from_its_shipped_float_model_and_answers_like_it(model_id: str) -> None:
+    """Its card names the float graph it was quantized from, which is the one shipped beside it
+    (retraining the float model without quantizing again fails here), its graph holds int8
+    convolutions, and on noisy test images its output stays within a few grey levels of the
+    float model's."""
+    card = _card(model_id)
+    source = card["quantization"]["source"]
+    assert model_id == f"{source}-int8"
+    assert card["quantization"]["source_sha256"] == _card(source)["sha256"]["autoencoder.onnx"]
+    assert max(card["quantization"]["validation_loss_db"]["worst_over_seeds"]) <= 0.1
+    graph = onnx.load(MODELS / model_id / "autoencoder.onnx")
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("QuantizeLinear") >= len(card["quantization"]["int8_convs"]) > 0
+    if card["dataset"] == "fashion":
+        fashion_dir_or_skip()
+    clean = _test_images(card["dataset"])[:300]
+    noisy = protocol.noisy(clean, 0.3, 1234)[:, None]
+    (ours,) = _session(MODELS / model_id / "autoencoder.onnx").run(None, {"image": noisy})
+    (theirs,) = _session(MODELS / source / "autoencoder.onnx").run(None, {"image": noisy})
+    difference = np.abs(ours - theirs)
+    assert difference.mean() < 2 / 255 and float(np.quantile(difference, 0.999)) < 16 / 255
 
 
 @pytest.mark.parametrize("model_id", sorted(OTHER_NOISE_FLOORS))
