@@ -18,6 +18,10 @@ from tests.conftest import MNIST_DIR, ROOT, fashion_dir_or_skip
 pytestmark = pytest.mark.slow
 
 
+# bench.denoisers, briefly: one round of 50 ms windows at batch 1
+ONE_QUICK_ROUND = ("--rounds", "1", "--seconds", "0.05", "--batches", "1")
+
+
 def _run(module: str, *args: str, json_out: Path | None = None) -> str:
     argv = [sys.executable, "-m", f"bench.{module}", *args]
     if json_out is not None:
@@ -74,12 +78,7 @@ def test_frontier_plots_quality_against_speed_from_a_denoisers_run(tmp_path: Pat
         "mnist-unet",
         "mnist-s2d",
         "mnist-s2d-int8",
-        "--rounds",
-        "1",
-        "--seconds",
-        "0.05",
-        "--batches",
-        "1",
+        *ONE_QUICK_ROUND,
         json_out=tmp_path / "d.json",
     )
     out = _run("frontier", str(tmp_path / "d.json"), "--out", str(tmp_path / "f.png"))
@@ -114,12 +113,7 @@ def test_denoisers_prices_an_untrained_candidate_beside_the_models(tmp_path: Pat
         "s2d",
         "deep_width=32",
         "lowres_convs=4",
-        "--rounds",
-        "1",
-        "--seconds",
-        "0.05",
-        "--batches",
-        "1",
+        *ONE_QUICK_ROUND,
         json_out=tmp_path / "d.json",
     )
     results = json.loads((tmp_path / "d.json").read_text())["results"]
