@@ -6,9 +6,9 @@
 
 The speeds are one ``bench.denoisers`` run (interleaved rounds, one thread; its JSON); the quality
 is each card's ``metrics`` (the test split, the protocol's noise): the mean PSNR over the seven
-levels (plotted, one panel per data set), and the PSNR at s = 0.5 (printed). A model is on the
-frontier when no other model of its data set is both faster and better. Graphs without a card in
-``models/`` (a reference read from git) are left out of the plot.
+levels (plotted, one panel per data set), and the PSNR at s = 0.5 (printed; "–" for a model
+scored at other levels). A model is on the frontier when no other model of its data set is both
+faster and better. Graphs without a card in ``models/`` (a reference read from git) are left out.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ def points(results: dict[str, dict[str, float]], batch: int = 1) -> dict[str, li
         metrics = card.get("metrics") or {}
         if "psnr" not in metrics:
             continue
-        psnr = metrics["psnr"]
+        psnr, levels = metrics["psnr"], metrics["noise_levels"]
         panels.setdefault(card["dataset"], []).append(
             {
                 "id": model,
                 "images_per_s": figures[f"batch{batch}"],
                 "mean_psnr": sum(psnr) / len(psnr),
-                "psnr_at_level": psnr[metrics["noise_levels"].index(LEVEL)],
+                "psnr_at_level": psnr[levels.index(LEVEL)] if LEVEL in levels else None,
             }
         )
     return panels
@@ -108,9 +108,8 @@ def main() -> None:
         print(f"\n{dataset} (batch {args.batch}):\n")
         print(f"| model | img/s | mean PSNR | PSNR at s = {LEVEL} |\n|---|---|---|---|")
         for r in sorted(rows, key=lambda r: -r["images_per_s"]):
-            print(
-                f"| {r['id']} | {r['images_per_s']:,.0f} | {r['mean_psnr']:.2f} | {r['psnr_at_level']:.2f} |"
-            )
+            at = "–" if r["psnr_at_level"] is None else f"{r['psnr_at_level']:.2f}"
+            print(f"| {r['id']} | {r['images_per_s']:,.0f} | {r['mean_psnr']:.2f} | {at} |")
         print(f"\non the frontier (mean PSNR): {', '.join(frontier(rows, 'mean_psnr'))}")
     print(f"wrote {args.out}")
 

@@ -28,13 +28,13 @@ CLASSICAL = ("noisy", "gaussian", "median", "median_tuned", "nl_means", "bm3d")
 NO_CODE_ARCHS = ("unet", "s2d")
 Rows = dict[str, dict[str, Any]]
 
-# Issue 12's bar for the cheap default denoisers: PSNR within 0.3 dB of the U-Nets as they stood at
-# commit 883b244 (docs/evaluation.md there; first 1,000 mnist5k / 2,000 Fashion test images,
-# s = 0.05 … 0.6).
 # Issue 19's int8 variants (training/quantize.py), each with its float model: they keep the float
 # model's bars, and may lose at most INT8_LOSS_DB of its PSNR at any level.
 INT8_SOURCES = {"mnist-s2d-int8": "mnist-s2d", "fashion-s2d-int8": "fashion-s2d"}
 INT8_LOSS_DB = 0.1
+# Issue 12's bar for the cheap default denoisers (and their int8 variants): PSNR within 0.3 dB of
+# the U-Nets as they stood at commit 883b244 (docs/evaluation.md there; first 1,000 mnist5k / 2,000
+# Fashion test images, s = 0.05 … 0.6).
 _UNETS = {
     "mnist-s2d": ("mnist-unet at 883b244", (35.08, 30.49, 26.40, 23.94, 21.99, 20.35, 18.91)),
     "fashion-s2d": ("fashion-unet at 883b244", (31.55, 27.56, 23.95, 21.96, 20.57, 19.46, 18.51)),
