@@ -116,6 +116,11 @@ def draw_two(page: Any) -> None:
 
 def denoise_and_wait(page: Any) -> None:
     page.get_by_role("button", name="Denoise").click()
+    wait_denoised(page)
+
+
+def wait_denoised(page: Any) -> None:
+    """Until the page says it has shown a result (demo.js sets the status once the image has loaded)."""
     page.wait_for_function("document.querySelector('#status').textContent.startsWith('Denoised with')")
 
 
@@ -459,7 +464,9 @@ def score_drawing(
     page.get_by_label("Noise level").fill(f"{sigma}")
     with page.expect_response(lambda r: "/denoise" in r.url and r.request.method == "POST") as answer:
         page.get_by_role("button", name="Denoise").click()
-    denoise_and_wait(page)
+    # One press only: a second one (as denoise_and_wait makes) found the status of the first and read
+    # the result while its own image was still loading (a 119×119 placeholder instead of 28×28).
+    wait_denoised(page)
     # The headers of the very response the page got (chromium does not hand over a Blob body, so
     # the upload itself is read back from the noisy canvas it was encoded from, as PNG, lossless).
     headers = answer.value.headers  # lower-case names
