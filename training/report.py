@@ -145,13 +145,18 @@ def reference_gaps(model_key: str, row: dict[str, Any]) -> list[float] | None:
     return [a - b for a, b in zip(row["psnr"], ref, strict=True)]
 
 
+def _no_worse_than(gaps: Sequence[float], margin: float, levels: Sequence[float]) -> tuple[bool, str]:
+    """Met when no level's PSNR difference falls below ``-margin``; the detail names the smallest."""
+    i = int(np.argmin(gaps))
+    return gaps[i] >= -margin, f"smallest difference {gaps[i]:+.2f} dB at s={levels[i]:g}"
+
+
 def _near_unet(margin: float = NEAR_UNET_DB) -> tuple[str, Check]:
     def check(rows: Rows, key: str, levels: Sequence[float]) -> tuple[bool, str]:
         gaps = reference_gaps(key, rows[key])
         if gaps is None:
             return False, "no reference figures for this model id"
-        i = int(np.argmin(gaps))
-        return min(gaps) >= -margin, f"smallest difference {gaps[i]:+.2f} dB at s={levels[i]:g}"
+        return _no_worse_than(gaps, margin, levels)
 
     return (
         f"PSNR within {margin:g} dB of the U-Net at 883b244 (docs/evaluation.md there) at every level",
@@ -165,8 +170,7 @@ def _near_float(margin: float = INT8_LOSS_DB) -> tuple[str, Check]:
         if source is None or source not in rows:
             return False, f"{source or 'its float model'} was not scored beside it"
         gaps = [a - b for a, b in zip(rows[key]["psnr"], rows[source]["psnr"], strict=True)]
-        i = int(np.argmin(gaps))
-        return min(gaps) >= -margin, f"smallest difference {gaps[i]:+.2f} dB at s={levels[i]:g}"
+        return _no_worse_than(gaps, margin, levels)
 
     return (f"PSNR within {margin:g} dB of its float model at every level", check)
 
