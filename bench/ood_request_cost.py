@@ -1,9 +1,10 @@
 """CPU a ``/denoise`` request costs with the out-of-distribution score on and off, in one process.
 
-    python -m bench.ood_request_cost [--requests 100] [--rounds 40] [--model mnist-s2d]
+    python -m bench.ood_request_cost [--requests 100] [--rounds 40] [--model mnist-s2d] [--concurrency 1]
 
 Two apps (``AE_OOD_SCORES`` true and false) are started in this process and driven straight
-through ASGI (no client, no socket), round by round, interleaved. Per request it reports the
+through ASGI (no client, no socket), round by round, interleaved; ``--concurrency`` requests in
+flight at a time (above 1 the batcher batches them, as under load). Per request it reports the
 process CPU, and inside the inference thread the CPU of the batch function and of the scored
 graph's run against the plain graph's (``time.thread_time`` around them). Where an end-to-end run
 (``bench.compare``) says what the score costs, this says where (docs/benchmarks.md, "Where the
@@ -53,11 +54,24 @@ def _instrument() -> None:
     functions = state.ServiceState._batch_functions
 
     def batch_functions(self: state.ServiceState, model: Any, role: str) -> Any:
-        run, finish = functions(self, model, role)
+        run, finish, inline = functions(self, model, role)
         label = f"batch function, {role}, scores {'on' if self.settings.ood_scores else 'off'}"
-        return _timed(lambda rows: label, run), finish
+        return _timed(lambda rows: label, run), finish, inline
 
     state.ServiceState._batch_functions = batch_functions  # type: ignore[method-assign]
+
+
+async def _drive(call: Callable[[], Any], requests: int, concurrency: int) -> None:
+    """``requests`` calls, ``concurrency`` of them in flight at a time."""
+    left = requests
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -69,16 +83,14 @@ async def run(args: argparse.Namespace) -> None:
         await app.state.service.start()
         apps.append(app)
         calls[label] = asgi_post(app, f"/denoise?model={args.model}", body)
-        for _ in range(100):  # warm-up, not counted
-            await calls[label]()
+        await _drive(calls[label], 100, args.concurrency)  # warm-up, not counted
     CPU.clear()
     CALLS.clear()
     process: dict[str, list[float]] = {label: [] for label in calls}
     for _ in range(args.rounds):
         for label, call in calls.items():
             start = time.process_time()
-            for _ in range(args.requests):
-                await call()
+            await _drive(call, args.requests, args.concurrency)
             process[label].append((time.process_time() - start) / args.requests * 1e6)
     for app in apps:
         await app.state.service.stop()
@@ -100,6 +112,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="requests per variant and round")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--model", default="mnist-s2d")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at a time")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     _instrument()

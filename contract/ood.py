@@ -541,6 +541,14 @@ class Calibration:
         noise = np.zeros(n) if sigma is None else np.asarray(sigma, dtype=np.float64)
         return to_percentiles(spec, combined(spec, values, noise), noise)
 
+    @functools.cached_property
+    def _thresholds(self) -> dict[str, float]:
+        return {name: float(spec["threshold_percentile"]) for name, spec in self.block["views"].items()}
+
+    def threshold(self, view: str) -> float:
+        """The view's threshold: an image is in distribution up to this percentile."""
+        return self._thresholds[view]
+
     def percentile_scores(self, view: str, percentile: np.ndarray) -> Scores:
         """The scores of a batch whose percentiles are known (the scored graph's
         ``ood_percentile``): each flagged against the view's threshold."""

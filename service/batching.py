@@ -4,7 +4,9 @@ Knows neither HTTP nor ONNX. A :class:`Batcher` wraps a function ``f(rows) -> ro
 array whose first axis is the batch to an array with as many rows (an ONNX graph, here), or to a
 tuple of such arrays. An optional ``finish(rows, outputs)`` runs on the event loop once per batch
 when ``f`` has returned (the out-of-distribution scores of a batch) and may return such a tuple; it
-runs in a task of its own, so that the next batch is already in ``f`` meanwhile. Callers
+runs in a task of its own, so that the next batch is already in ``f`` meanwhile, or, with
+``finish_inline`` (a step of microseconds, which a task would cost more than it overlaps), right
+where ``f``'s result arrives. Callers
 ``await batcher.submit(rows)``; worker tasks collect pending requests until ``max_batch_size`` rows
 or ``max_wait_s`` after the first one, call ``f`` once on the concatenation in an executor thread
 (never on the event loop), and hand each caller exactly its own slice of the result. As in LitServe,
@@ -96,7 +98,8 @@ class Batcher:
         workers: int = 1,
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
-        finish: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+        finish: Callable[[np.ndarray, Any], Any] | None = None,
+        finish_inline: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or workers < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size, max_queue and workers must be >= 1, max_wait_s >= 0")
@@ -109,6 +112,7 @@ class Batcher:
         self._executor = executor
         self._on_batch = on_batch
         self._finish = finish
+        self._finish_inline = finish_inline
         self._queue: deque[_Pending] = deque()
         self._not_empty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -234,7 +238,8 @@ class Batcher:
             task.add_done_callback(self._finishing.discard)
 
     async def _compute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> _Computed | None:
-        """Run ``fn`` on one collected batch; without a finish hook, answer its callers too.
+        """Run ``fn`` on one collected batch; without a finish hook to run in a task, answer its
+        callers too.
 
         None when there is nothing more to do for the batch (empty, failed, or answered)."""
         if not batch:
@@ -251,9 +256,11 @@ class Batcher:
             _fail(batch, exc)
             return None
         computed = _Computed(inputs, outputs, started, time.perf_counter() - started)
-        if self._finish is not None:
+        if self._finish is not None and not self._finish_inline:
             return computed
         try:
+            if self._finish is not None:
+                computed.outputs = self._finish(computed.inputs, computed.outputs)
             self._answer(batch, computed)
         except Exception as exc:
             logger.exception("%s: batch of %d failed", self.name, len(inputs))

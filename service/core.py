@@ -37,7 +37,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import errors
+from service import errors, ood
 from service.calls import Call, Reply, header_map
 from service.config import Settings
 from service.deps import check_api_key
@@ -49,6 +49,19 @@ access_log = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 SERVED_BY_HEADER = "X-Served-By"
+# What a page of another origin may read of an answer (Access-Control-Expose-Headers), here and in
+# FastAPI's CORS middleware: the request id, Retry-After, the model, the replica, and the
+# out-of-distribution score of an image body (docs/api.md).
+EXPOSED_HEADERS = (
+    REQUEST_ID_HEADER,
+    "Retry-After",
+    "X-Model",
+    SERVED_BY_HEADER,
+    ood.PERCENTILE_HEADER,
+    ood.FLAG_HEADER,
+    ood.THRESHOLD_HEADER,
+)
+_EXPOSED = ", ".join(EXPOSED_HEADERS).encode()
 CLIENT_CLOSED_REQUEST = 499
 UNMATCHED_ROUTE = "<unmatched>"
 # Accept a caller's id only if it is short and harmless in a log line or a header.
@@ -400,7 +413,7 @@ class Core:
             return []
         return [
             (b"access-control-allow-origin", b"*" if "*" in self.cors else origin.encode()),
-            (b"access-control-expose-headers", b"X-Request-ID, Retry-After, X-Model, X-Served-By"),
+            (b"access-control-expose-headers", _EXPOSED),
             (b"vary", b"Origin"),
         ]
 

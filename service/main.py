@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
-from service.core import REQUEST_ID_HEADER, SERVED_BY_HEADER, Core
+from service.core import EXPOSED_HEADERS, Core
 from service.deps import require_api_key
 from service.errors import install_error_handlers
 from service.logs import configure_logging, uvicorn_log_config
@@ -124,7 +124,7 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER, "Retry-After", "X-Model", SERVED_BY_HEADER],
+            expose_headers=list(EXPOSED_HEADERS),
         )
 
     # The work endpoints are answered by the core; FastAPI holds them for the schema. They check the

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import bisect
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from service.batching import BatchStats
 
@@ -17,6 +22,72 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # Percentiles of validation images: the bulk, the tail where thresholds sit, and past all of them.
 _OOD_BUCKETS = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99)
+
+
+# Up to this many values a batch is counted in Python (bisect); past it with one numpy search.
+_SMALL_BATCH = 4
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram that takes a whole batch of values in one call.
+
+    prometheus_client's Histogram takes one value per call (a lock, and a walk through the buckets
+    in Python), so a batch of 32 scores cost 32 calls on the event loop. Here a batch is one
+    bucket search and one lock, done where the batch is scored (docs/benchmarks.md, "The score's
+    Python, per batch"). It is exposed as the same histogram family (``_bucket`` with ``le``,
+    ``_count``, ``_sum``), read by a custom collector, prometheus_client's documented way to
+    export what the process counts itself."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]):
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = [float(b) for b in buckets]
+        self._bounds = np.asarray(self.bounds)
+        self._lock = threading.Lock()
+        # labels -> (count per bucket, the last one past every bound; sum of the values)
+        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def observer(self, *labels: str) -> Callable[[np.ndarray], None]:
+        """``observe(values)`` for one label set (the series is created at once, with zero counts)."""
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels}")
+        with self._lock:
+            counts, total = self._series.setdefault(labels, ([0] * (len(self.bounds) + 1), [0.0]))
+
+        def observe(values: np.ndarray) -> None:
+            if len(values) <= _SMALL_BATCH:
+                floats = [float(v) for v in values]
+                first = [bisect.bisect_left(self.bounds, v) for v in floats]  # first bound >= v
+                added = sum(floats)
+                with self._lock:
+                    for i in first:
+                        counts[i] += 1
+                    total[0] += added
+                return
+            # side="left": the first bound >= v, as Prometheus's le ("less than or equal")
+            where = np.searchsorted(self._bounds, values, side="left")
+            per_bucket = np.bincount(where, minlength=len(counts))
+            added = float(np.sum(values, dtype=np.float64))
+            with self._lock:
+                for i, n in enumerate(per_bucket.tolist()):
+                    counts[i] += n
+                total[0] += added
+
+        return observe
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._lock:
+            snapshot = [(labels, list(counts), total[0]) for labels, (counts, total) in self._series.items()]
+        for labels, counts, total in snapshot:
+            cumulative = np.cumsum(counts).tolist()
+            les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+            family.add_metric(list(labels), list(zip(les, cumulative, strict=True)), total)
+        yield family
 
 
 class Metrics:
@@ -67,16 +138,16 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.ood_percentile = Histogram(
+        self.ood_percentile = BatchHistogram(
             "ae_ood_percentile",
-            "Out-of-distribution score of each image a model answered: its percentile among the "
+            "Out-of-distribution score of each image a model scored: its percentile among the "
             "model's validation images (100: past all of them), by model and view (denoise, encode).",
             ["model", "view"],
             buckets=_OOD_BUCKETS,
-            registry=r,
         )
-        # (model, view) → its labelled histogram: ``labels()`` costs half of an observation.
-        self._ood_children: dict[tuple[str, str], Any] = {}
+        r.register(self.ood_percentile)
+        # (model, view) → its observer
+        self._ood_observers: dict[tuple[str, str], Callable[[np.ndarray], None]] = {}
         self.queue_depth = Gauge(
             "ae_queue_depth", "Requests waiting in the batcher, by graph.", ["graph"], registry=r
         )
@@ -89,13 +160,13 @@ class Metrics:
         for seconds in stats.queue_waits:
             wait.observe(seconds)
 
-    def observe_ood(self, model_id: str, view: str, percentiles: Iterable[float]) -> None:
-        """One observation per scored image."""
-        child = self._ood_children.get((model_id, view))
-        if child is None:
-            child = self._ood_children[(model_id, view)] = self.ood_percentile.labels(model_id, view)
-        for p in percentiles:
-            child.observe(float(p))
+    def ood_observer(self, model_id: str, view: str) -> Callable[[np.ndarray], None]:
+        """What counts a batch's out-of-distribution percentiles, one per scored image (from any
+        thread: the inference thread counts the batches its graph scored)."""
+        observe = self._ood_observers.get((model_id, view))
+        if observe is None:
+            observe = self._ood_observers[(model_id, view)] = self.ood_percentile.observer(model_id, view)
+        return observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -89,7 +89,8 @@ async def score(
     """Score a request's images (``[n, 1, 28, 28]``), or None when the model has no calibration
     for the view or AE_OOD_SCORES is off. Runs the graph the view needs and the request did not
     (the encoder for a ``denoise`` view over the code, the autoencoder for an ``encode`` view).
-    ``scores``: what the batch already computed in the inference thread (``ServiceState.infer_scored``)."""
+    ``scores``: what the batch already computed, and counted in the metrics, in the inference
+    thread (``ServiceState.infer_scored``); scores computed here are counted here."""
     calibration = model.ood
     if calibration is None or view not in calibration.block["views"] or not state.settings.ood_scores:
         return None
@@ -100,5 +101,5 @@ async def score(
         if "output" in needs and outputs is None:
             outputs = await state.infer(model, AUTOENCODER, images)
         scores = calibration.score(view, images, outputs=outputs, codes=codes)
-    state.metrics.observe_ood(model.id, view, scores.percentile)
+        state.metrics.ood_observer(model.id, view)(scores.percentile)
     return Outcome(model, view, scores)

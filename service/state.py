@@ -150,7 +150,7 @@ class ServiceState:
         batchers = {}
         for model, role in graphs:
             name = batcher_name(model.id, role)
-            run, finish = self._batch_functions(model, role)
+            run, finish, inline = self._batch_functions(model, role)
             batcher = Batcher(
                 run,
                 name=name,
@@ -161,6 +161,7 @@ class ServiceState:
                 executor=executor,
                 on_batch=self.metrics.observe_batch,
                 finish=finish,
+                finish_inline=inline,
             )
             batcher.start()
             batchers[name] = batcher
@@ -168,16 +169,21 @@ class ServiceState:
 
     def _batch_functions(
         self, model: Model, role: str
-    ) -> tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray, np.ndarray], Any] | None]:
-        """What a graph's batcher runs in the inference thread, and its ``finish`` hook.
+    ) -> tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray, Any], Any] | None, bool]:
+        """What a graph's batcher runs in the inference thread, its ``finish`` hook, and whether
+        that runs inline.
 
         For an autoencoder whose ``denoise`` score reads only the input and the output, a batch is
         scored as a whole (one request at a time it cost a fifth of /denoise's throughput), and the
-        batch's result is ``(outputs, percentiles)``. With a scored graph (``model.scored``)
-        onnxruntime computes the percentiles in the same call as the images; without one, the
-        numpy score runs on the event loop when the graph's call returns (``finish``): in the
-        inference thread it lengthened the busiest thread's work (0.70-0.77x at concurrency 32).
-        docs/benchmarks.md, "The score inside the graph", has the measurements."""
+        batch's result is ``(outputs, percentiles, in_distribution)``. With a scored graph
+        (``model.scored``) onnxruntime computes the percentiles in the same call as the images, and
+        ``finish`` flags and counts them inline on the event loop; without one, the numpy score runs
+        on the event loop in a task of its own when the graph's call returns: in the inference
+        thread it lengthened the busiest thread's work (0.70-0.77x at concurrency 32). The flags and
+        the histogram are one step each per batch, not per request, and never in the inference
+        thread, where the first numpy call after a graph's run costs ten times its usual time.
+        docs/benchmarks.md, "The score inside the graph" and "The score's Python, per batch", has
+        the measurements."""
         graph = model.graphs[role]
         calibration = model.ood
         if (
@@ -187,16 +193,25 @@ class ServiceState:
             or "denoise" not in calibration.views
             or not calibration.needs("denoise") <= {"output"}
         ):
-            return graph.run, None
+            return graph.run, None, False
+        threshold = calibration.threshold("denoise")
+        observe = self.metrics.ood_observer(model.id, "denoise")
         if model.scored:
-            return graph.run_all, None
 
-        def score(rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            def flag(rows: np.ndarray, result: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+                outputs, percentile = result
+                observe(percentile)
+                return outputs, percentile, percentile <= threshold
+
+            return graph.run_all, flag, True
+
+        def score(rows: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             with np.errstate(all="ignore"):  # a non-finite output is refused after this (infer)
                 scores = calibration.score("denoise", rows, outputs=outputs)
-            return outputs, scores.percentile
+            observe(scores.percentile)
+            return outputs, scores.percentile, scores.in_distribution
 
-        return graph.run, score
+        return graph.run, score, False
 
     async def start(self, registry: Registry | None = None) -> None:
         """Load (unless given an already loaded registry), warm up, start batchers, become ready."""
@@ -310,14 +325,15 @@ class ServiceState:
     async def infer_scored(
         self, model: Model, graph: str, rows: np.ndarray
     ) -> tuple[np.ndarray, Scores | None]:
-        """:meth:`infer`, with the ``denoise`` scores when the batch computed them (else None)."""
+        """:meth:`infer`, with the ``denoise`` scores when the batch computed them (else None; the
+        batch has counted them in the ``ae_ood_percentile`` histogram)."""
         generation, model = self._generation_for(model)
         result = await generation.batchers[batcher_name(model.id, graph)].submit(rows)
         scores = None
-        if isinstance(result, tuple):  # (outputs, percentiles): see _batch_functions
-            outputs, percentile = result
+        if isinstance(result, tuple):  # (outputs, percentiles, in_distribution): _batch_functions
+            outputs, percentile, flags = result
             assert model.ood is not None
-            scores = model.ood.percentile_scores("denoise", percentile)
+            scores = Scores(percentile, flags, model.ood.threshold("denoise"))
         else:
             outputs = result
         if not np.isfinite(outputs).all():

@@ -186,7 +186,8 @@ async def test_a_function_of_several_outputs_gives_each_request_its_own_rows_of_
     np.testing.assert_array_equal(big[1], np.arange(0.0, 18.0, 2.0) + 0.5)
 
 
-async def test_finish_runs_once_per_batch_on_the_event_loop_and_its_columns_are_sliced() -> None:
+@pytest.mark.parametrize("inline", [False, True])
+async def test_finish_runs_once_per_batch_on_the_event_loop_and_its_columns_are_sliced(inline: bool) -> None:
     fn = Recorder()
     finished: list[tuple[int, int]] = []  # (rows, thread)
 
@@ -194,7 +195,7 @@ async def test_finish_runs_once_per_batch_on_the_event_loop_and_its_columns_are_
         finished.append((len(rows), threading.get_ident()))
         return outputs, rows[:, 0] - outputs[:, 0]
 
-    batcher = _batcher(fn, finish=finish)
+    batcher = _batcher(fn, finish=finish, finish_inline=inline)
     batcher.start()
     try:
         inputs = [np.full((1, 3), float(i)) for i in range(20)]
@@ -209,7 +210,8 @@ async def test_finish_runs_once_per_batch_on_the_event_loop_and_its_columns_are_
     assert threading.get_ident() not in fn.threads
 
 
-async def test_a_failing_finish_fails_its_batch_and_the_batcher_keeps_working() -> None:
+@pytest.mark.parametrize("inline", [False, True])
+async def test_a_failing_finish_fails_its_batch_and_the_batcher_keeps_working(inline: bool) -> None:
     calls = {"n": 0}
 
     def finish(rows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
@@ -218,7 +220,7 @@ async def test_a_failing_finish_fails_its_batch_and_the_batcher_keeps_working() 
             raise ValueError("scoring failed")
         return outputs
 
-    batcher = _batcher(Recorder(), finish=finish)
+    batcher = _batcher(Recorder(), finish=finish, finish_inline=inline)
     batcher.start()
     try:
         with pytest.raises(ValueError, match="scoring failed"):

@@ -216,15 +216,26 @@ def test_reject_ood_must_be_a_boolean(served: httpx.Client, digits8: np.ndarray)
 
 
 def test_metrics_count_scores_per_model(served: httpx.Client, garments: np.ndarray) -> None:
-    def count() -> float:
+    """Each scored image once: counted by its batch (the scored graph, the numpy score of an
+    autoencoder's /denoise) or by the request (/encode's code view)."""
+
+    def count(model: str, view: str) -> float:
         text = served.get("/metrics").text
-        line = f'ae_ood_percentile_count{{model="{MNIST_MODEL}",view="denoise"}}'
+        line = f'ae_ood_percentile_count{{model="{model}",view="{view}"}}'
         found = [float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)]
         return found[0] if found else 0.0
 
-    before = count()
-    served.post("/denoise/batch", params={"model": MNIST_MODEL}, files=_files(garments[:3]))
-    assert count() == before + 3
+    for model, route, view, n in (
+        (MNIST_MODEL, "/denoise/batch", "denoise", 3),
+        (CODE_MODEL, "/denoise/batch", "denoise", 2),
+        (CODE_MODEL, "/encode/batch", "encode", 4),
+    ):
+        before = {v: count(model, v) for v in ("denoise", "encode")}
+        answer = served.post(route, params={"model": model}, files=_files(garments[:n]))
+        assert answer.status_code == 200
+        assert count(model, view) == before[view] + n, (model, route)
+        other = "encode" if view == "denoise" else "denoise"
+        assert count(model, other) == before[other], (model, route)
 
 
 def test_v2_infer_returns_the_scores_as_response_parameters(
