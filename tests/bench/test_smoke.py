@@ -178,11 +178,24 @@ def test_ood_splits_scores_the_encode_view_where_a_model_has_one() -> None:
     assert result.returncode == 1 and "no 'encode' view (it has denoise)" in result.stderr
 
 
-def test_ood_request_cost_times_the_score_on_and_off() -> None:
-    out = _run("ood_request_cost", "--requests", "5", "--rounds", "2")
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+def test_ood_request_cost_times_the_score_on_and_off(concurrency: str) -> None:
+    out = _run("ood_request_cost", "--requests", "16", "--rounds", "2", "--concurrency", concurrency)
     for row in ("| score on |", "| score off |", "| on − off, paired by round |", "run_all scored.onnx"):
         assert row in out
-    assert "batch function, autoencoder, scores on" in out
+    # 16 requests in each of 2 rounds (the warm-up is not counted): 32 graph calls one at a time,
+    # fewer with 8 in flight (shared batches)
+    (calls,) = [int(line.split("|")[2]) for line in out.splitlines() if "scores on |" in line]
+    assert calls == 32 if concurrency == "1" else 0 < calls < 32
+
+
+def test_after_run_times_the_step_after_a_run_again_and_alone() -> None:
+    out = _run("after_run", "--rounds", "5")
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 32 |"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [float(c) for c in row.strip("|").split("|")[1:]]
+        assert len(cells) == 3 and all(c > 0 for c in cells)
 
 
 def _numbers(value: object) -> list[float]:
