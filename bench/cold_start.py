@@ -126,13 +126,14 @@ def main() -> None:
     print(f"non-2xx responses and socket errors: {failed}")
 
     stages = startup_profile(args.starts, {**os.environ, "PYTHONPATH": str(ROOT), **env})
-    total = sum(seconds for _, seconds in stages)
+    start_seconds = sum(seconds for _, seconds in stages)
     print(
-        f"\nwhere a start's time goes (fresh interpreter, median of {args.starts}; {total:.3f} s in all):\n"
+        f"\nwhere a start's time goes (fresh interpreter, median of {args.starts}; "
+        f"{start_seconds:.3f} s in all):\n"
     )
     print("| stage | ms | share |\n|---|---|---|")
     for name, seconds in stages:
-        print(f"| {name} | {seconds * 1000:.0f} | {seconds / total:.0%} |")
+        print(f"| {name} | {seconds * 1000:.0f} | {seconds / start_seconds:.0%} |")
     print(f"machine after: {machine_state()}")
     write_json(
         args.json,

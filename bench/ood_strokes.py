@@ -130,8 +130,8 @@ def run(model_dir: Path, strokes_seed: int, limit: int | None = None) -> None:
     print("| candidate | σ | " + " | ".join(str(int(k)) for k in classes) + " |")
     print("|---|---|" + "---|" * len(classes))
     for c, rows in per_class.items():
-        for s, row in zip(LEVELS, rows, strict=True):
-            print(f"| {c} | {s:g} | " + " | ".join(f"{v:.1f} %" for v in row) + " |")
+        for s, shares in zip(LEVELS, rows, strict=True):
+            print(f"| {c} | {s:g} | " + " | ".join(f"{v:.1f} %" for v in shares) + " |")
     sys.stdout.flush()
 
 

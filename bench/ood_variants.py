@@ -113,18 +113,25 @@ Signal = Callable[[Vectors, np.ndarray], np.ndarray]
 
 def signals(features: Vectors, sigma: np.ndarray) -> dict[str, Signal]:
     """name → signal, each fitted to the training vectors ``features`` (noise estimates ``sigma``)."""
+
+    def plain(d: ood.Distance, n: str) -> Signal:
+        return lambda v, s: d(v[n])
+
+    def joint(d: ood.Distance, n: str) -> Signal:
+        return lambda v, s: d(_with_sigma(v[n], s))
+
+    def binned(d: PerBin, n: str) -> Signal:
+        return lambda v, s: d(v[n], s)
+
     out: dict[str, Signal] = {}
     for name, vectors in features.items():
         label = name if not name.startswith("pooled") else f"pictures + {name}"
-        plain = ood.fit_distance(vectors)
-        out[label] = lambda v, s, d=plain, n=name: d(v[n])
+        out[label] = plain(ood.fit_distance(vectors), name)
         if name == "pictures" or name.startswith("pooled"):
-            joint = ood.fit_distance(_with_sigma(vectors, sigma))
-            out[f"{label}, joint with the noise estimate"] = lambda v, s, d=joint, n=name: d(
-                _with_sigma(v[n], s)
+            out[f"{label}, joint with the noise estimate"] = joint(
+                ood.fit_distance(_with_sigma(vectors, sigma)), name
             )
-            per_bin = PerBin(vectors, sigma)
-            out[f"{label}, one density per noise quartile"] = lambda v, s, d=per_bin, n=name: d(v[n], s)
+            out[f"{label}, one density per noise quartile"] = binned(PerBin(vectors, sigma), name)
     return out
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from bench._common import (
     ROOT,

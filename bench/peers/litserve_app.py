@@ -31,20 +31,20 @@ class DenoiseAPI(ls.LitAPI):
             os.environ["PEER_MODEL"], options, providers=["CPUExecutionProvider"]
         )
 
-    def decode_request(self, request):  # type: ignore[no-untyped-def]
+    def decode_request(self, request):
         data = request["file"].file.read()
         return np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32)[None] / 255.0
 
-    def batch(self, inputs):  # type: ignore[no-untyped-def]
+    def batch(self, inputs):
         return np.stack(inputs)
 
-    def predict(self, x):  # type: ignore[no-untyped-def]
+    def predict(self, x):
         return self.session.run(None, {"image": x})[0]
 
-    def unbatch(self, output):  # type: ignore[no-untyped-def]
+    def unbatch(self, output):
         return list(output)
 
-    def encode_response(self, output):  # type: ignore[no-untyped-def]
+    def encode_response(self, output):
         pixels = np.clip(np.rint(output[0] * 255), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
