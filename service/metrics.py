@@ -33,10 +33,11 @@ class BatchHistogram(Collector):
 
     prometheus_client's Histogram takes one value per call (a lock, and a walk through the buckets
     in Python), so a batch of 32 scores cost 32 calls on the event loop. Here a batch is one
-    bucket search and one lock, done where the batch is scored (docs/benchmarks.md, "The score's
-    Python, per batch"). It is exposed as the same histogram family (``_bucket`` with ``le``,
-    ``_count``, ``_sum``), read by a custom collector, prometheus_client's documented way to
-    export what the process counts itself."""
+    bucket search and one lock (docs/benchmarks.md, "The score's Python, per batch"). It is
+    exposed as the same histogram family (``_bucket`` with ``le``, ``_count``, ``_sum``), read by
+    a custom collector, prometheus_client's documented way to export what the process counts
+    itself. A NaN (the score of an output that overflowed, which is refused, not answered) is not
+    counted: it would turn the sum into NaN for good."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]):
         self.name = name
@@ -57,7 +58,7 @@ class BatchHistogram(Collector):
 
         def observe(values: np.ndarray) -> None:
             if len(values) <= _SMALL_BATCH:
-                floats = [float(v) for v in values]
+                floats = [f for f in map(float, values) if f == f]  # not NaN
                 first = [bisect.bisect_left(self.bounds, v) for v in floats]  # first bound >= v
                 added = sum(floats)
                 with self._lock:
@@ -65,6 +66,8 @@ class BatchHistogram(Collector):
                         counts[i] += 1
                     total[0] += added
                 return
+            if np.isnan(values).any():
+                values = values[~np.isnan(values)]
             # side="left": the first bound >= v, as Prometheus's le ("less than or equal")
             where = np.searchsorted(self._bounds, values, side="left")
             per_bucket = np.bincount(where, minlength=len(counts))
@@ -161,8 +164,8 @@ class Metrics:
             wait.observe(seconds)
 
     def ood_observer(self, model_id: str, view: str) -> Callable[[np.ndarray], None]:
-        """What counts a batch's out-of-distribution percentiles, one per scored image (from any
-        thread: the inference thread counts the batches its graph scored)."""
+        """What counts a batch's out-of-distribution percentiles, one per scored image (thread-safe;
+        a scored batch is counted where its result arrives, service/state.py)."""
         observe = self._ood_observers.get((model_id, view))
         if observe is None:
             observe = self._ood_observers[(model_id, view)] = self.ood_percentile.observer(model_id, view)

@@ -89,8 +89,8 @@ async def score(
     """Score a request's images (``[n, 1, 28, 28]``), or None when the model has no calibration
     for the view or AE_OOD_SCORES is off. Runs the graph the view needs and the request did not
     (the encoder for a ``denoise`` view over the code, the autoencoder for an ``encode`` view).
-    ``scores``: what the batch already computed, and counted in the metrics, in the inference
-    thread (``ServiceState.infer_scored``); scores computed here are counted here."""
+    ``scores``: what the request's batch already computed and counted in the metrics
+    (``ServiceState.infer_scored``); scores computed here are counted here."""
     calibration = model.ood
     if calibration is None or view not in calibration.block["views"] or not state.settings.ood_scores:
         return None

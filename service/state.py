@@ -181,7 +181,7 @@ class ServiceState:
         on the event loop in a task of its own when the graph's call returns: in the inference
         thread it lengthened the busiest thread's work (0.70-0.77x at concurrency 32). The flags and
         the histogram are one step each per batch, not per request, and never in the inference
-        thread, where the first numpy call after a graph's run costs ten times its usual time.
+        thread, where the first numpy call after a graph's run costs many times its usual time.
         docs/benchmarks.md, "The score inside the graph" and "The score's Python, per batch", has
         the measurements."""
         graph = model.graphs[role]

@@ -82,3 +82,16 @@ def test_observers_in_several_threads_lose_no_count() -> None:
         t.join()
     samples = _samples(metrics.registry)
     assert samples[("ae_ood_percentile_count", (("model", "m"), ("view", "denoise")))] == 4 * 250 * 33
+
+
+@pytest.mark.parametrize("batch", [1, 3, 32])
+def test_a_nan_is_not_counted_and_leaves_the_sum_a_number(batch: int) -> None:
+    _, _, ours, batched = _pair()
+    observe = batched.observer("m", "denoise")
+    values = np.full(batch, 60.0, np.float32)
+    values[0] = np.nan
+    observe(values)
+    samples = _samples(ours)
+    labels = (("model", "m"), ("view", "denoise"))
+    assert samples[("h_count", labels)] == batch - 1
+    assert samples[("h_sum", labels)] == 60.0 * (batch - 1)
