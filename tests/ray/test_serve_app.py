@@ -27,6 +27,7 @@ import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
 
+from service import ood
 from service.main import create_app
 from tests.ray.conftest import Deployed, wait_for
 from tests.service.conftest import make_settings, png_bytes
@@ -176,6 +177,11 @@ def test_denoise_through_ray_equals_the_single_process_service(
     assert through_ray.content == direct.content
     assert through_ray.headers["x-model"] == direct.headers["x-model"]
     assert _node(through_ray.headers["x-served-by"]) in _workers(ray_cluster)
+    # the out-of-distribution score travels with the answer through Ray Serve's proxy too
+    for name in (ood.FLAG_HEADER, ood.THRESHOLD_HEADER):
+        assert through_ray.headers[name] == direct.headers[name]
+    percentiles = [float(r.headers[ood.PERCENTILE_HEADER]) for r in (through_ray, direct)]
+    assert abs(percentiles[0] - percentiles[1]) <= 0.02
 
 
 def test_v2_through_ray_answers_the_stock_tritonclient_like_the_single_process_service(
