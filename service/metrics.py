@@ -45,12 +45,18 @@ class BatchHistogram(Collector):
         self.labelnames = tuple(labelnames)
         self.bounds = [float(b) for b in buckets]
         self._bounds = np.asarray(self.bounds)
+        self._les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
         self._lock = threading.Lock()
         # labels -> (count per bucket, the last one past every bound; sum of the values)
         self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self._observers: dict[tuple[str, ...], Callable[[np.ndarray], None]] = {}
 
     def observer(self, *labels: str) -> Callable[[np.ndarray], None]:
-        """``observe(values)`` for one label set (the series is created at once, with zero counts)."""
+        """``observe(values)`` for one label set, the same one each time it is asked for (the
+        series is created with the first, with zero counts)."""
+        found = self._observers.get(labels)
+        if found is not None:
+            return found
         if len(labels) != len(self.labelnames):
             raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels}")
         with self._lock:
@@ -77,7 +83,7 @@ class BatchHistogram(Collector):
                     counts[i] += n
                 total[0] += added
 
-        return observe
+        return self._observers.setdefault(labels, observe)
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -88,8 +94,7 @@ class BatchHistogram(Collector):
             snapshot = [(labels, list(counts), total[0]) for labels, (counts, total) in self._series.items()]
         for labels, counts, total in snapshot:
             cumulative = np.cumsum(counts).tolist()
-            les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
-            family.add_metric(list(labels), list(zip(les, cumulative, strict=True)), total)
+            family.add_metric(list(labels), list(zip(self._les, cumulative, strict=True)), total)
         yield family
 
 
@@ -149,8 +154,6 @@ class Metrics:
             buckets=_OOD_BUCKETS,
         )
         r.register(self.ood_percentile)
-        # (model, view) → its observer
-        self._ood_observers: dict[tuple[str, str], Callable[[np.ndarray], None]] = {}
         self.queue_depth = Gauge(
             "ae_queue_depth", "Requests waiting in the batcher, by graph.", ["graph"], registry=r
         )
@@ -166,10 +169,7 @@ class Metrics:
     def ood_observer(self, model_id: str, view: str) -> Callable[[np.ndarray], None]:
         """What counts a batch's out-of-distribution percentiles, one per scored image (thread-safe;
         a scored batch is counted where its result arrives, service/state.py)."""
-        observe = self._ood_observers.get((model_id, view))
-        if observe is None:
-            observe = self._ood_observers[(model_id, view)] = self.ood_percentile.observer(model_id, view)
-        return observe
+        return self.ood_percentile.observer(model_id, view)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

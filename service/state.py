@@ -194,14 +194,14 @@ class ServiceState:
             or not calibration.needs("denoise") <= {"output"}
         ):
             return graph.run, None, False
-        threshold = calibration.threshold("denoise")
         observe = self.metrics.ood_observer(model.id, "denoise")
         if model.scored:
 
             def flag(rows: np.ndarray, result: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
                 outputs, percentile = result
-                observe(percentile)
-                return outputs, percentile, percentile <= threshold
+                scores = calibration.percentile_scores("denoise", percentile)
+                observe(scores.percentile)
+                return outputs, scores.percentile, scores.in_distribution
 
             return graph.run_all, flag, True
 

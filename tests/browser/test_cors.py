@@ -3,19 +3,17 @@ the out-of-distribution score that an image answer carries in its headers (docs/
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from service import ood
 from service.config import Settings
 from service.main import create_app
 from tests.conftest import serve_in_thread
+from tests.service.conftest import png_bytes
 
 MODEL = "mnist-s2d"
 
@@ -37,12 +35,6 @@ def cors_server(models_dir: Path) -> Iterator[tuple[str, int]]:
         yield host, port
 
 
-def _png(pixels: np.ndarray) -> list[int]:
-    out = io.BytesIO()
-    Image.fromarray(np.rint(pixels * 255).astype(np.uint8)).save(out, format="PNG")
-    return list(out.getvalue())
-
-
 def test_a_page_of_another_origin_reads_the_score_of_a_garment(
     browser: Any, cors_server: tuple[str, int]
 ) -> None:
@@ -55,7 +47,8 @@ def test_a_page_of_another_origin_reads_the_score_of_a_garment(
         page.goto(f"http://localhost:{port}/healthz")
         garment = load_idx_dataset(FASHION_DIR).test_x[1]
         names = ["X-Model", ood.PERCENTILE_HEADER, ood.FLAG_HEADER, ood.THRESHOLD_HEADER]
-        seen = page.evaluate(FETCH, [f"http://{host}:{port}/denoise?model={MODEL}", _png(garment), names])
+        url = f"http://{host}:{port}/denoise?model={MODEL}"
+        seen = page.evaluate(FETCH, [url, list(png_bytes(garment)), names])
     finally:
         page.close()
     assert seen["status"] == 200 and seen["X-Model"] == MODEL
