@@ -15,8 +15,9 @@ same corruption as the insiders. Prints two markdown tables per model: AUROC per
 outsider set and level, with the share of scored insiders past each candidate's 99.5th
 percentile; then, for labelled insiders, that share per class (a detector's false positives
 gather where a class looks most like what it watches for). ``--strokes-seed`` draws another
-background, to see that the figures do not hang on one draw. docs/evaluation.md, "A
-background of pen strokes".
+background, to see that the figures do not hang on one draw; ``--scale 1`` describes the pictures
+at full resolution, as calibrations of version 2 did. docs/evaluation.md, "A background of pen
+strokes" and "Version 3: the pictures at half resolution".
 """
 
 from __future__ import annotations
@@ -140,8 +141,19 @@ def main() -> None:
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--strokes-seed", type=int, default=cal.STROKES_SEED, help="the background's seed")
     parser.add_argument("--limit", type=int, help="score at most N insiders and N of each outsider set")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        choices=sorted(set(ood.SCALES.values())),
+        default=ood.SCALE,
+        help=f"describe the pictures after averaging SCALE×SCALE squares of pixels (default {ood.SCALE}, "
+        "this version's; 1: version 2's full-resolution descriptor)",
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    # Every descriptor this run computes (the fits, the calibrations, the scores) at that scale.
+    ood.SCALE = args.scale
+    print(f"pictures described at scale {args.scale} (contract.ood.descriptor)\n")
     for model_dir in args.models:
         run(model_dir, args.strokes_seed, args.limit)
 

@@ -13,7 +13,8 @@ A score is built in three steps:
      stroke statistics: log ink, log edge length and their ratio), to
      those of the training images: log squared Mahalanobis distance to the nearest of k clusters
      (k-means, one shared covariance). The output is the model's own view of the input; the pair
-     separates what the model knows from what it merely redraws.
+     separates what the model knows from what it merely redraws. Since version 3 each picture is
+     described at half resolution (2×2 squares of pixels averaged first).
    - ``strokes``: the ``pictures`` distance less the distance of the same vector to random pen
      strokes (``training.outsiders.strokes`` run through the model, fitted like the training
      images): a log likelihood ratio, high where a picture looks more like a drawing in strokes
@@ -67,7 +68,15 @@ from typing import Any
 import numpy as np
 
 # 2: the descriptor gained the stroke statistics (calibrations of version 1 no longer apply).
-VERSION = 2
+# 3: pictures are described at half resolution, each 2x2 square of pixels averaged first (the
+# same separation on validation for a third less of the scored graph's work; docs/evaluation.md,
+# "Version 3: the pictures at half resolution"). Version 2 cards are still read and scored as
+# they were calibrated.
+VERSION = 3
+# Per version this code reads: the side of the squares of pixels averaged before a picture is
+# described (1: every pixel).
+SCALES = {2: 1, 3: 2}
+SCALE = SCALES[VERSION]
 DISTANCES = ("pictures", "code", "input")
 # The distances (fitted, in ood.npz) each signal reads; "strokes" is a ratio of two.
 READS: dict[str, tuple[str, ...]] = {
@@ -136,13 +145,22 @@ def noise_estimate(images: np.ndarray) -> np.ndarray:
     return np.abs(response).mean(axis=(1, 2)).astype(np.float64) * _IMMERKAER
 
 
-def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
+def descriptor(images: np.ndarray, pool: int = 4, scale: int | None = None) -> np.ndarray:
     """``[n, (28/pool)² + 7 + 3]``: average-pooled pixels, the share of pixels above each grey level,
     and the stroke statistics: log of the mean ink, log of the mean edge (|horizontal| + |vertical|
     differences of neighbours) and their difference. Thin pen strokes have much edge per unit of
     ink, filled shapes little: on validation these three numbers lifted the AUROC against printed
-    letters from 0.70 to 0.85 for ``mnist-s2d`` (docs/evaluation.md)."""
+    letters from 0.70 to 0.85 for ``mnist-s2d`` (docs/evaluation.md).
+
+    ``scale``: each ``scale``×``scale`` square of pixels is averaged first, and the picture described
+    at that resolution (the pooled cells stay ``pool``×``pool`` of the original pixels); None: this
+    version's :data:`SCALE`."""
     x = _images(images)
+    scale = SCALE if scale is None else scale
+    if scale > 1:
+        n, side = len(x), x.shape[-1] // scale
+        x = x.reshape(n, side, scale, side, scale).mean(axis=(2, 4), dtype=np.float32)
+        pool //= scale
     n, side = len(x), x.shape[-1]
     cells = side // pool
     # Few numpy calls whatever the batch (a request scores one image; bench/ood_cost.py): the
@@ -150,7 +168,7 @@ def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
     # comparison for the grey levels, the edges on views of the top-left 27x27 pixels.
     sums = _pooling(side, pool)
     pooled = sums.T @ x @ sums
-    above = np.count_nonzero(x.reshape(n, 1, side * side) > _EDGES[None, :, None], axis=2)
+    above = np.count_nonzero(x.reshape(n, 1, side * side) > level_edges(scale)[None, :, None], axis=2)
     ink = pooled.reshape(n, cells * cells).sum(axis=1) * (1.0 / (side * side))
     corner = x[:, : side - 1, : side - 1]
     edge = (
@@ -170,7 +188,20 @@ def descriptor(images: np.ndarray, pool: int = 4) -> np.ndarray:
 
 
 _STROKE_EPS = 1e-3
-_EDGES = np.asarray(HISTOGRAM_EDGES, dtype=np.float32)
+
+
+@functools.cache
+def level_edges(scale: int) -> np.ndarray:
+    """The grey levels the descriptor counts pixels above, float32, for pictures averaged in
+    ``scale``×``scale`` squares. Averaged, an 8-bit picture's values are multiples of
+    1/(255·scale²), and :data:`HISTOGRAM_EDGES` are among them (0.05 = 51/1020): a square exactly at
+    a level would fall on either side of it by the rounding of the average, which numpy and
+    onnxruntime do in different orders. Raised by half that step, no 8-bit average is within
+    0.0004 of a level."""
+    edges = np.asarray(HISTOGRAM_EDGES, dtype=np.float64)
+    if scale > 1:
+        edges = edges + 0.5 / (255 * scale * scale)
+    return edges.astype(np.float32)
 
 
 @functools.cache
@@ -182,22 +213,26 @@ def _pooling(side: int, pool: int) -> np.ndarray:
 
 
 def features(
-    name: str, images: np.ndarray, outputs: np.ndarray | None, codes: np.ndarray | None
+    name: str,
+    images: np.ndarray,
+    outputs: np.ndarray | None,
+    codes: np.ndarray | None,
+    scale: int | None = None,
 ) -> np.ndarray:
-    """The vectors a distance signal measures, ``[n, d]``."""
+    """The vectors a distance signal measures, ``[n, d]`` (``scale``: :func:`descriptor`'s)."""
     if name == "pictures":
         if outputs is None:
             raise CalibrationError("signal 'pictures' needs the model's output")
         n = len(images)
         # Input and output interleaved, described in one call, each image's pair side by side.
         pairs = np.stack([_images(images), _images(outputs)], axis=1).reshape(2 * n, 28, 28)
-        return descriptor(pairs).reshape(n, -1)
+        return descriptor(pairs, scale=scale).reshape(n, -1)
     if name == "code":
         if codes is None:
             raise CalibrationError("signal 'code' needs the model's code")
         return np.asarray(codes).reshape(len(codes), -1)
     if name == "input":
-        return descriptor(images)
+        return descriptor(images, scale=scale)
     raise CalibrationError(f"{name!r} is not a distance signal; those are {', '.join(DISTANCES)}")
 
 
@@ -297,8 +332,9 @@ def signals(
     *,
     outputs: np.ndarray | None = None,
     codes: np.ndarray | None = None,
+    scale: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The named signals for a batch (each ``[n]`` float64)."""
+    """The named signals for a batch (each ``[n]`` float64; ``scale``: :func:`descriptor`'s)."""
     values: dict[str, np.ndarray] = {}
     vectors: dict[str, np.ndarray] = {}  # each kind of vector described once
 
@@ -306,7 +342,7 @@ def signals(
         if name not in distances:
             raise CalibrationError(f"signal {name!r} has no fitted distance")
         if kind not in vectors:
-            vectors[kind] = features(kind, images, outputs, codes)
+            vectors[kind] = features(kind, images, outputs, codes, scale)
         return distances[name](vectors[kind])
 
     for name in names:
@@ -514,6 +550,12 @@ class Calibration:
     def views(self) -> list[str]:
         return list(self.block["views"])
 
+    @property
+    def scale(self) -> int:
+        """The resolution its pictures are described at (:data:`SCALES`, by the block's version;
+        a block built in memory, with no version, is this version's)."""
+        return SCALES[self.block.get("version", VERSION)]
+
     def needs(self, view: str) -> set[str]:
         """What the view reads beside the input: ``output`` and/or ``code``."""
         return {NEEDS[name] for name in self.block["views"][view]["signals"]} - {"input"}
@@ -528,7 +570,9 @@ class Calibration:
     ) -> Scores:
         """Score a batch: ``images`` as the model took them, with its ``outputs`` and/or ``codes``."""
         spec = self.block["views"][view]
-        values = signals(spec["signals"], images, self.distances, outputs=outputs, codes=codes)
+        values = signals(
+            spec["signals"], images, self.distances, outputs=outputs, codes=codes, scale=self.scale
+        )
         # One noise bin and one table: nothing depends on the noise level, so skip the estimate.
         sigma = noise_estimate(images) if needs_noise(spec) else None
         return self.scores(view, values, sigma)
@@ -571,10 +615,12 @@ def load(model_dir: Path, card: dict[str, Any]) -> Calibration | None:
     where = f"{model_dir}/card.json"
     if (
         not isinstance(block, dict)
-        or block.get("version") != VERSION
+        or not isinstance(block.get("version"), int)
+        or block["version"] not in SCALES
         or not isinstance(block.get("views"), dict)
     ):
-        raise CalibrationError(f"{where}: 'ood' is not a version-{VERSION} calibration")
+        versions = " or ".join(str(v) for v in SCALES)
+        raise CalibrationError(f"{where}: 'ood' is not a version-{versions} calibration")
     wanted: set[str] = set()
     for name, view in block["views"].items():
         if name not in VIEWS or not view.get("signals") or any(s not in SIGNALS for s in view["signals"]):

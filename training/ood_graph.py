@@ -76,12 +76,16 @@ _RAW = _CELLS + _LEVELS + 2  # the graph's descriptor of one picture
 _STROKE = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]])
 
 
-def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4) -> str:
-    """The raw descriptor of ``[m, 1, side, side]``: ``[m, 58, 1, 1]`` (see ``_RAW``)."""
+def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4, scale: int = 1) -> str:
+    """The raw descriptor of ``[m, 1, side, side]``: ``[m, 58, 1, 1]`` (see ``_RAW``), described
+    after averaging each ``scale``×``scale`` square of pixels (``contract.ood.descriptor``)."""
+    if scale > 1:
+        images = g.op("AveragePool", images, kernel_shape=[scale, scale], strides=[scale, scale])
+        side, pool = side // scale, pool // scale
     cells = side // pool
     pooled = g.op("AveragePool", images, kernel_shape=[pool, pool], strides=[pool, pool])
     pooled = g.op("Reshape", pooled, g.const([0, cells * cells, 1, 1]))
-    edges = g.const(np.reshape(ood.HISTOGRAM_EDGES, (-1, 1, 1)), np.float32)  # [m, 7, side, side]
+    edges = g.const(np.reshape(ood.level_edges(scale), (-1, 1, 1)), np.float32)  # [m, 7, side, side]
     above = g.op("Cast", g.op("Greater", images, edges), to=TensorProto.FLOAT)
     above = g.op("ReduceMean", above, g.const([2, 3]), keepdims=1)
 
@@ -102,7 +106,7 @@ def _descriptor(g: _Nodes, images: str, side: int = 28, pool: int = 4) -> str:
     return g.op("Concat", pooled, above, logs, axis=1)
 
 
-def _folded(distance: ood.Distance, pictures: int, side: int = 28) -> tuple[np.ndarray, np.ndarray]:
+def _folded(distance: ood.Distance, pictures: int, side: int) -> tuple[np.ndarray, np.ndarray]:
     """``distance``'s whitening and centres for the raw descriptors of ``pictures`` pictures.
 
     contract.ood's descriptor is ``raw @ A + a`` per picture (A: identity on the pixels and
@@ -119,26 +123,32 @@ def _folded(distance: ood.Distance, pictures: int, side: int = 28) -> tuple[np.n
     return (linear @ whiten).astype(np.float32), centres.astype(np.float32)
 
 
-def _distances(g: _Nodes, vectors: str, distances: list[ood.Distance], pictures: int) -> str:
-    """``contract.ood.Distance`` of ``[n, 1, pictures·58]`` raw descriptors for each of
-    ``distances``: log squared Mahalanobis distance to the nearest centre, ``[n, len(distances)]``
-    (log 0 = -inf where a vector sits exactly on a centre, which every table maps to percentile
-    0, as numpy's eps does). Several distances of the same vectors share each node: one matrix
-    product with the whitenings side by side, one subtraction against every set of centres."""
-    folded = [_folded(d, pictures) for d in distances]
-    if len(folded) == 1:
-        whiten, centres = folded[0]
-        y = g.op("MatMul", vectors, g.const(whiten, np.float32))  # [n, 1, d]
-        d2 = g.op("ReduceSumSquare", g.op("Sub", y, g.const(centres, np.float32)), g.const([2]), keepdims=0)
-        return g.op("Log", g.op("ReduceMin", d2, g.const([1]), keepdims=1))
-    dim = folded[0][0].shape[1]
+def _distances(g: _Nodes, vectors: str, distances: list[ood.Distance], pictures: int, side: int) -> str:
+    """``contract.ood.Distance`` of ``[n, pictures·58]`` raw descriptors (of ``side``×``side``
+    pictures) for each of ``distances``: log squared Mahalanobis distance to the nearest centre,
+    ``[n, len(distances)]``. As numpy computes it, ``||y||² + min_c (-2 y·c + ||c||²)`` (held above
+    0): the centres' part is one small matrix product, where ``y - c`` for every centre was the
+    graph's largest tensor after the pictures. Several distances of the same vectors share each
+    node: one product with the whitenings side by side, one with the centres block by block."""
+    folded = [_folded(d, pictures, side) for d in distances]
+    dim, count = folded[0][0].shape[1], len(folded)
     k = max(len(c) for _, c in folded)
-    # fewer centres than the others: the first one repeated, which leaves the nearest unchanged
-    centres = np.stack([np.concatenate([c, np.repeat(c[:1], k - len(c), axis=0)]) for _, c in folded])
-    y = g.op("MatMul", vectors, g.const(np.concatenate([w for w, _ in folded], axis=1), np.float32))
-    y = g.op("Reshape", y, g.const([-1, len(folded), 1, dim]))  # [n, J, 1, d]
-    d2 = g.op("ReduceSumSquare", g.op("Sub", y, g.const(centres, np.float32)), g.const([3]), keepdims=0)
-    return g.op("Log", g.op("ReduceMin", d2, g.const([2]), keepdims=0))  # [n, J]
+    cross = np.zeros((count * dim, count * k))
+    norms = np.zeros(count * k)
+    for j, (_, centres) in enumerate(folded):
+        # fewer centres than the others: the first one repeated, which leaves the nearest unchanged
+        c = np.concatenate([centres, np.repeat(centres[:1], k - len(centres), axis=0)]).astype(np.float64)
+        cross[j * dim : (j + 1) * dim, j * k : (j + 1) * k] = -2.0 * c.T
+        norms[j * k : (j + 1) * k] = np.square(c).sum(axis=1)
+    whiten = np.concatenate([w for w, _ in folded], axis=1)
+    y = g.op("MatMul", vectors, g.const(whiten, np.float32))  # [n, J·d]
+    to_centres = g.op("Gemm", y, g.const(cross, np.float32), g.const(norms, np.float32))  # [n, J·k]
+    to_centres = g.op("Reshape", to_centres, g.const([-1, count, k]))
+    nearest = g.op("ReduceMin", to_centres, g.const([2]), keepdims=0)
+    own = g.op("ReduceSumSquare", g.op("Reshape", y, g.const([-1, count, dim])), g.const([2]), keepdims=0)
+    # numpy's log(max(d², 0) + 1e-8), to within 1e-8 of d²: one node
+    d2 = g.op("Max", g.op("Add", own, nearest), g.const(ood._EPS, np.float32))
+    return g.op("Log", d2)  # [n, J]
 
 
 def _noise(g: _Nodes, images: str, side: int = 28) -> str:
@@ -253,9 +263,13 @@ def _mix(signals: list[str], measured: list[str]) -> np.ndarray:
 
 
 def build(
-    autoencoder: onnx.ModelProto, view: dict[str, Any], distances: dict[str, ood.Distance]
+    autoencoder: onnx.ModelProto,
+    view: dict[str, Any],
+    distances: dict[str, ood.Distance],
+    scale: int = ood.SCALE,
 ) -> onnx.ModelProto:
-    """A copy of ``autoencoder`` whose extra output is the view's percentile per image."""
+    """A copy of ``autoencoder`` whose extra output is the view's percentile per image
+    (``scale``: the calibration's, ``contract.ood.SCALES``)."""
     if not ood.graph_scorable(view):
         raise ValueError(f"signals {view['signals']} need more than the input and output")
     graph = autoencoder.graph
@@ -269,11 +283,12 @@ def build(
     measured, logs = [], []
     for names in groups:
         if names == ["input"]:
-            vectors, pictures = g.op("Reshape", _descriptor(g, image), g.const([-1, 1, _RAW])), 1
+            vectors, pictures = g.op("Reshape", _descriptor(g, image, scale=scale), g.const([-1, _RAW])), 1
         else:
             pairs = g.op("Reshape", g.op("Concat", image, denoised, axis=1), g.const([-1, 1, 28, 28]))
-            vectors, pictures = g.op("Reshape", _descriptor(g, pairs), g.const([-1, 1, 2 * _RAW])), 2
-        logs.append(_distances(g, vectors, [distances[d] for d in names], pictures))
+            vectors = g.op("Reshape", _descriptor(g, pairs, scale=scale), g.const([-1, 2 * _RAW]))
+            pictures = 2
+        logs.append(_distances(g, vectors, [distances[d] for d in names], pictures, 28 // scale))
         measured += names
     stacked = logs[0] if len(logs) == 1 else g.op("Concat", *logs, axis=1)  # [n, J]
     sigma = _noise(g, image) if ood.needs_noise(view) else None
@@ -310,7 +325,7 @@ def write(
         path.unlink(missing_ok=True)
         return None
     source = graph_path(model_dir, card, "autoencoder")
-    model = build(onnx.load(str(source)), view, distances)
+    model = build(onnx.load(str(source)), view, distances, ood.SCALES[block["version"]])
     fd, tmp = tempfile.mkstemp(prefix=".scored.", suffix=".tmp", dir=model_dir)
     with os.fdopen(fd, "wb") as f:
         f.write(model.SerializeToString())

@@ -33,42 +33,69 @@ def test_noise_estimate_reads_zero_on_a_flat_image_and_accepts_a_channel_axis() 
     assert np.allclose(ood.noise_estimate(flat), 0.0)
 
 
-def test_descriptor_pools_pixels_and_counts_grey_levels() -> None:
+@pytest.mark.parametrize("scale", [1, 2])
+def test_descriptor_pools_pixels_and_counts_grey_levels(scale: int) -> None:
     x = np.zeros((1, 28, 28), np.float32)
     x[0, :4, :4] = 1.0  # one full pooled block, 16 of 784 pixels lit
-    d = ood.descriptor(x)
+    d = ood.descriptor(x, scale=scale)
     grey = 49 + len(ood.HISTOGRAM_EDGES)
     assert d.shape == (1, grey + 3)
     assert d[0, 0] == pytest.approx(1.0) and d[0, 1:49].sum() == 0
     assert np.allclose(d[0, 49:grey], 16 / 784)
-    # Stroke statistics: 16/784 of ink; the block's edge is 4 steps on its right and 4 below.
-    ink, edge = 16 / 784, 8 / 784
+    # Stroke statistics: 16/784 of ink; the block's edge is 4 steps on its right and 4 below, at
+    # half resolution 2 and 2 of 196 pixels.
+    ink, edge = 16 / 784, (8 / 784 if scale == 1 else 4 / 196)
     assert np.allclose(
         d[0, grey:], [np.log(ink + 1e-3), np.log(edge + 1e-3), np.log(edge + 1e-3) - np.log(ink + 1e-3)]
     )
 
 
-@pytest.mark.parametrize("pool", [4, 2])
-def test_descriptor_matches_plain_cell_means_and_neighbour_differences(pool: int) -> None:
+@pytest.mark.parametrize(("pool", "scale"), [(4, 1), (2, 1), (4, 2), (2, 2)])
+def test_descriptor_matches_plain_cell_means_and_neighbour_differences(pool: int, scale: int) -> None:
     x = np.random.default_rng(3).random((5, 28, 28), dtype=np.float32)
-    cells = 28 // pool
-    d = ood.descriptor(x, pool=pool)
+    cells, side = 28 // pool, 28 // scale
+    d = ood.descriptor(x, pool=pool, scale=scale)
     means = x.reshape(5, cells, pool, cells, pool).mean(axis=(2, 4)).reshape(5, -1)
     assert np.allclose(d[:, : cells * cells], means, atol=1e-6)
+    small = x.reshape(5, side, scale, side, scale).mean(axis=(2, 4))
+    levels = ood.level_edges(scale)
+    shares = (small.reshape(5, -1, 1) > levels).mean(axis=1)
+    assert np.allclose(d[:, cells * cells : cells * cells + 7], shares)
     edge = (
-        np.abs(np.diff(x, axis=2))[:, :27, :].sum(axis=(1, 2))
-        + np.abs(np.diff(x, axis=1))[:, :, :27].sum(axis=(1, 2))
-    ) / 784
+        np.abs(np.diff(small, axis=2))[:, : side - 1, :].sum(axis=(1, 2))
+        + np.abs(np.diff(small, axis=1))[:, :, : side - 1].sum(axis=(1, 2))
+    ) / side**2
     assert np.allclose(d[:, -2], np.log(edge + 1e-3), atol=1e-6)
 
 
-def test_thin_strokes_have_more_edge_per_ink_than_a_filled_shape() -> None:
+def test_this_version_describes_at_half_resolution_and_version_2_at_full() -> None:
+    x = np.random.default_rng(4).random((3, 28, 28), dtype=np.float32)
+    assert ood.SCALES == {2: 1, 3: 2} and ood.SCALE == ood.SCALES[ood.VERSION] == 2
+    assert np.array_equal(ood.descriptor(x), ood.descriptor(x, scale=2))
+    assert not np.allclose(ood.descriptor(x, scale=1), ood.descriptor(x, scale=2))
+    assert np.array_equal(ood.level_edges(1), np.float32(ood.HISTOGRAM_EDGES))
+
+
+def test_no_average_of_8_bit_pixels_falls_on_a_grey_level() -> None:
+    """A 2x2 average of 8-bit pixels is a multiple of 1/1020, and the plain levels are among them
+    (0.05 = 51/1020): which side such a square fell on was the rounding's choice, and numpy and
+    onnxruntime round differently. The half-resolution levels sit half a step away from every one."""
+    averages = np.arange(4 * 255 + 1) / 1020
+    for level in ood.level_edges(2).astype(np.float64):
+        assert np.abs(averages - level).min() > 4e-4
+    assert np.isin(np.float32(ood.HISTOGRAM_EDGES), np.float32(averages)).all()
+
+
+@pytest.mark.parametrize(("scale", "margin"), [(1, 1.0), (2, 0.5)])
+def test_thin_strokes_have_more_edge_per_ink_than_a_filled_shape(scale: int, margin: float) -> None:
     stroke = np.zeros((1, 28, 28), np.float32)
     stroke[0, 4:24, 13:15] = 1.0  # a "1": 40 pixels of pen
     filled = np.zeros((1, 28, 28), np.float32)
     filled[0, 4:24, 8:20] = 1.0  # a garment-like block
-    ratio = ood.descriptor(np.concatenate([stroke, filled]))[:, -1]
-    assert ratio[0] > ratio[1] + 1.0
+    ratio = ood.descriptor(np.concatenate([stroke, filled]), scale=scale)[:, -1]
+    # log edge − log ink: e^1 times as much edge per ink at full resolution; at half, where the
+    # stroke is one averaged pixel wide, e^0.5 (0.80 measured)
+    assert ratio[0] > ratio[1] + margin
 
 
 def test_distance_is_the_mahalanobis_distance_with_one_cluster() -> None:

@@ -155,3 +155,31 @@ def test_a_view_of_two_signals_standardised_per_noise_level_scores_as_numpy_does
     assert np.abs(percentile - numpy.percentile).max() < 0.05
     graph = calibration.percentile_scores("denoise", percentile)
     assert (graph.in_distribution == numpy.in_distribution).all() and 0 < graph.in_distribution.mean() < 1
+
+
+def test_a_version_2_card_is_scored_at_full_resolution_in_numpy_and_in_its_rebuilt_graph(
+    models_dir: Path, tmp_path: Path, mnist_test_images: np.ndarray
+) -> None:
+    """Cards calibrated before version 3 described pictures at full resolution; they load and
+    score as they were calibrated (here the shipped calibration's numbers, marked version 2)."""
+    copy = _copy(models_dir, tmp_path, "mnist-s2d")
+    card = json.loads((copy / "card.json").read_text())
+    card["ood"]["version"] = 2
+    (copy / "card.json").write_text(json.dumps(card))
+    assert ood_graph.rebuild(copy) is not None
+    card = json.loads((copy / "card.json").read_text())
+    old, new = (
+        ood.load(copy, card),
+        ood.load(models_dir / "mnist-s2d", json.loads((models_dir / "mnist-s2d" / "card.json").read_text())),
+    )
+    assert old is not None and new is not None and (old.scale, new.scale) == (1, 2)
+    x = _images(mnist_test_images)
+    (plain,) = _run(copy / "autoencoder.onnx", x)
+    _, percentile = _run(copy / ood.GRAPH_FILE, x)
+    numpy = old.score("denoise", x, outputs=plain)
+    assert np.abs(percentile - numpy.percentile).max() < 0.05
+    # the same numbers at half resolution give other percentiles: the scale is the version's
+    assert np.abs(new.score("denoise", x, outputs=plain).percentile - numpy.percentile).max() > 1.0
+    card["ood"]["version"] = 1
+    with pytest.raises(ood.CalibrationError, match="not a version-2 or 3 calibration"):
+        ood.load(copy, card)
