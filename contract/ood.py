@@ -165,7 +165,7 @@ def descriptor(images: np.ndarray, pool: int = 4, scale: int | None = None) -> n
     cells = side // pool
     # Few numpy calls whatever the batch (a request scores one image; bench/ood_cost.py): the
     # pooling as two small matrix products (half the time of strided sums), one broadcast
-    # comparison for the grey levels, the edges on views of the top-left 27x27 pixels.
+    # comparison for the grey levels, the edges on views of the top-left (side-1)² pixels.
     sums = _pooling(side, pool)
     pooled = sums.T @ x @ sums
     above = np.count_nonzero(x.reshape(n, 1, side * side) > level_edges(scale)[None, :, None], axis=2)

@@ -10,10 +10,15 @@ let models = [];
 let defaults = { denoise: null, encode: null };
 let drawing = false;
 let codeShown = false; // once a code is drawn its caption names its model; until then it says what will come
+// A 28×28 upload is already in the models' format: it is sent as it is (inverted if dark on light),
+// not fitted like a drawing. Fitted into a digit's 20×20 box, a Fashion-MNIST garment came out
+// looking like a digit to the out-of-distribution score (docs/interop.md, "The demo page").
+let asIs = null;
 
 // ---- drawing pad -------------------------------------------------------------------------------
 
 function clearPad() {
+  asIs = null;
   padCtx.fillStyle = "#000";
   padCtx.fillRect(0, 0, pad.width, pad.height);
 }
@@ -39,6 +44,7 @@ pad.addEventListener("pointerdown", (event) => {
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
   drawing = true;
+  asIs = null; // drawn on: the pad is a drawing now
   penStyle();
   const [x, y] = padPoint(event);
   padCtx.beginPath();
@@ -89,18 +95,41 @@ async function loadUpload(file) {
   const w = bitmap.width * scale;
   const h = bitmap.height * scale;
   padCtx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-  // Digits are white on black; a dark-on-light scan is inverted (its mean is bright).
-  const image = padCtx.getImageData(0, 0, pad.width, pad.height);
-  const px = image.data;
-  let sum = 0;
-  for (let i = 0; i < px.length; i += 4) sum += px[i];
-  if (sum / (px.length / 4) > 127) {
+  // Digits are white on black; a dark-on-light scan is inverted.
+  const invert = darkOnLight(bitmap);
+  if (invert) {
+    const image = padCtx.getImageData(0, 0, pad.width, pad.height);
+    const px = image.data;
     for (let i = 0; i < px.length; i += 4) {
       px[i] = px[i + 1] = px[i + 2] = 255 - px[i];
     }
     padCtx.putImageData(image, 0, 0);
   }
+  if (bitmap.width === SIDE && bitmap.height === SIDE) {
+    const exact = document.createElement("canvas");
+    exact.width = exact.height = SIDE;
+    const ectx = exact.getContext("2d", { willReadFrequently: true });
+    ectx.drawImage(bitmap, 0, 0);
+    const pixels = luminance(ectx, SIDE, SIDE);
+    asIs = invert ? pixels.map((v) => 1 - v) : pixels;
+  }
   refreshInputs();
+}
+
+// Whether an upload is dark on light, read from its outermost ring of pixels (at 28×28): digits
+// and garments lie on a dark ground, a scan on paper on a light one. Not from its mean: a garment
+// that fills most of the picture is bright on average and still light on dark.
+function darkOnLight(bitmap) {
+  const small = document.createElement("canvas");
+  small.width = small.height = SIDE;
+  const ctx = small.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0, SIDE, SIDE);
+  const lum = luminance(ctx, SIDE, SIDE);
+  let sum = 0;
+  for (let i = 0; i < SIDE; i++) {
+    sum += lum[i] + lum[(SIDE - 1) * SIDE + i] + lum[i * SIDE] + lum[i * SIDE + SIDE - 1];
+  }
+  return sum / (4 * SIDE) > 0.5;
 }
 
 // ---- images ------------------------------------------------------------------------------------
@@ -116,6 +145,7 @@ function luminance(ctx, w, h) {
 
 // MNIST-style: fit the ink's bounding box into 20×20, then centre its centre of mass in 28×28.
 function toDigit() {
+  if (asIs !== null) return asIs.slice();
   const lum = luminance(padCtx, pad.width, pad.height);
   let x0 = pad.width, y0 = pad.height, x1 = -1, y1 = -1;
   for (let y = 0; y < pad.height; y++) {
