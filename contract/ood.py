@@ -672,6 +672,10 @@ def _scored_graph(
         stale = f"{path}: built from another {filename} than {where} names"
     elif ref.get("view_sha256") != view_digest(view):
         stale = f"{path}: built from another calibration of view {ref['view']!r} than {where} holds"
+    elif ref.get("version", 2) != block["version"]:
+        # (graphs written before version 3 name no version: they are version 2's)
+        built = ref.get("version", 2)
+        stale = f"{path}: built for version {built} of the score, {where} holds version {block['version']}"
     if stale:
         stale += f" (rebuild it: python -m training.ood_graph {model_dir})"
     return ScoredGraph(path, str(ref["view"]), stale=stale)
@@ -684,15 +688,17 @@ def view_digest(view: dict[str, Any]) -> str:
 
 
 def graph_reference(
-    model_dir: Path, view_name: str, view: dict[str, Any], autoencoder_sha256: str
-) -> dict[str, str]:
-    """The card's ``ood.graph`` for a ``scored.onnx`` just written next to it from ``view``."""
+    model_dir: Path, view_name: str, view: dict[str, Any], autoencoder_sha256: str, version: int = VERSION
+) -> dict[str, Any]:
+    """The card's ``ood.graph`` for a ``scored.onnx`` just written next to it from ``view``, by
+    version ``version`` of the score (whose :data:`SCALES` entry its descriptor nodes follow)."""
     return {
         "file": GRAPH_FILE,
         "sha256": _sha256(Path(model_dir) / GRAPH_FILE),
         "view": view_name,
         "autoencoder_sha256": autoencoder_sha256,
         "view_sha256": view_digest(view),
+        "version": version,
     }
 
 

@@ -314,7 +314,7 @@ def build(
 
 def write(
     model_dir: Path, card: dict[str, Any], block: dict[str, Any], distances: dict[str, ood.Distance]
-) -> dict[str, str] | None:
+) -> dict[str, Any] | None:
     """Write ``scored.onnx`` for the card's ``denoise`` view and set ``block["graph"]`` to its
     reference (returned too); None, with no ``graph`` key and no file left behind, when the view
     reads more than input and output."""
@@ -331,11 +331,13 @@ def write(
         f.write(model.SerializeToString())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    block["graph"] = ood.graph_reference(model_dir, VIEW, view, card["sha256"][card["graphs"]["autoencoder"]])
+    block["graph"] = ood.graph_reference(
+        model_dir, VIEW, view, card["sha256"][card["graphs"]["autoencoder"]], block["version"]
+    )
     return block["graph"]
 
 
-def rebuild(model_dir: Path) -> dict[str, str] | None:
+def rebuild(model_dir: Path) -> dict[str, Any] | None:
     """Rewrite ``scored.onnx`` and the card's ``ood.graph`` from the card and ``ood.npz`` as they are."""
     card = json.loads((model_dir / "card.json").read_text())
     block = card.get("ood")

@@ -180,6 +180,15 @@ def test_a_version_2_card_is_scored_at_full_resolution_in_numpy_and_in_its_rebui
     assert np.abs(percentile - numpy.percentile).max() < 0.05
     # the same numbers at half resolution give other percentiles: the scale is the version's
     assert np.abs(new.score("denoise", x, outputs=plain).percentile - numpy.percentile).max() > 1.0
+    assert card["ood"]["graph"]["version"] == 2 and not old.graph.stale  # type: ignore[union-attr]
+    # The version edited by hand, the graph not rebuilt: it describes at the other resolution.
+    card["ood"]["version"] = 3
+    stale = ood.load(copy, card).graph.stale  # type: ignore[union-attr]
+    assert "built for version 2 of the score" in stale and "holds version 3" in stale
+    del card["ood"]["graph"]["version"]  # graphs written before version 3 name none: version 2's
+    assert "built for version 2" in ood.load(copy, card).graph.stale  # type: ignore[union-attr]
+    card["ood"]["version"] = 2
+    assert ood.load(copy, card).graph.stale == ""  # type: ignore[union-attr]
     card["ood"]["version"] = 1
     with pytest.raises(ood.CalibrationError, match="not a version-2 or 3 calibration"):
         ood.load(copy, card)
