@@ -96,7 +96,8 @@ async function loadUpload(file) {
   const h = bitmap.height * scale;
   padCtx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
   // Digits are white on black; a dark-on-light scan is inverted.
-  const invert = darkOnLight(bitmap);
+  const small = greyAt28(bitmap);
+  const invert = darkOnLight(small);
   if (invert) {
     const image = padCtx.getImageData(0, 0, pad.width, pad.height);
     const px = image.data;
@@ -106,25 +107,24 @@ async function loadUpload(file) {
     padCtx.putImageData(image, 0, 0);
   }
   if (bitmap.width === SIDE && bitmap.height === SIDE) {
-    const exact = document.createElement("canvas");
-    exact.width = exact.height = SIDE;
-    const ectx = exact.getContext("2d", { willReadFrequently: true });
-    ectx.drawImage(bitmap, 0, 0);
-    const pixels = luminance(ectx, SIDE, SIDE);
-    asIs = invert ? pixels.map((v) => 1 - v) : pixels;
+    asIs = invert ? small.map((v) => 1 - v) : small; // its own pixels: drawn at 28×28 unscaled
   }
   refreshInputs();
 }
 
-// Whether an upload is dark on light, read from its outermost ring of pixels (at 28×28): digits
-// and garments lie on a dark ground, a scan on paper on a light one. Not from its mean: a garment
-// that fills most of the picture is bright on average and still light on dark.
-function darkOnLight(bitmap) {
-  const small = document.createElement("canvas");
-  small.width = small.height = SIDE;
-  const ctx = small.getContext("2d", { willReadFrequently: true });
+// An upload's grey levels at 28×28 (scaled to it when it has another size).
+function greyAt28(bitmap) {
+  const canvas = document.createElement("canvas");
+  canvas.width = canvas.height = SIDE;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(bitmap, 0, 0, SIDE, SIDE);
-  const lum = luminance(ctx, SIDE, SIDE);
+  return luminance(ctx, SIDE, SIDE);
+}
+
+// Whether an upload (its grey levels at 28×28) is dark on light, read from its outermost ring of
+// pixels: digits and garments lie on a dark ground, a scan on paper on a light one. Not from its
+// mean: a garment that fills most of the picture is bright on average and still light on dark.
+function darkOnLight(lum) {
   let sum = 0;
   for (let i = 0; i < SIDE; i++) {
     sum += lum[i] + lum[(SIDE - 1) * SIDE + i] + lum[i * SIDE] + lum[i * SIDE + SIDE - 1];
