@@ -120,32 +120,51 @@ def _folded(distance: ood.Distance, pictures: int, side: int) -> tuple[np.ndarra
     linear = np.kron(np.eye(pictures), per_picture)
     whiten = np.asarray(distance.whiten, np.float64)
     centres = np.asarray(distance.centres, np.float64) - np.tile(shift, pictures) @ whiten
-    return (linear @ whiten).astype(np.float32), centres.astype(np.float32)
+    return linear @ whiten, centres
+
+
+def _shared_basis(whitenings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One projection ``P`` ``[r, r]`` and per-distance weights ``λ`` ``[r, J]`` with
+    ``||x W_j||² = Σ_i λ_ij (x P)_i²`` for every raw vector ``x`` (``W_j``: ``[r, d]``, rank r).
+
+    Two quadratic forms, one of them positive definite, are diagonal in one basis: with ``Q_1 = L
+    Lᵀ`` and ``L⁻¹ Q_2 L⁻ᵀ = U Λ Uᵀ``, ``P = L U`` gives ``P Pᵀ = Q_1`` and ``P Λ Pᵀ = Q_2``. So the
+    pictures' and the strokes' distances share one product with the vectors, where the
+    whitenings side by side took twice the constant and twice the arithmetic (and at a batch of
+    one the constant's bytes, read from memory on every request, are most of a product's cost)."""
+    forms = [w @ w.T for w in whitenings]
+    lower = np.linalg.cholesky(forms[0])
+    if len(forms) == 1:
+        return lower, np.ones((len(lower), 1))
+    inverse = np.linalg.inv(lower)
+    eigenvalues, rotation = np.linalg.eigh(inverse @ forms[1] @ inverse.T)
+    return lower @ rotation, np.stack([np.ones_like(eigenvalues), eigenvalues], axis=1)
 
 
 def _distances(g: _Nodes, vectors: str, distances: list[ood.Distance], pictures: int, side: int) -> str:
     """``contract.ood.Distance`` of ``[n, pictures·58]`` raw descriptors (of ``side``×``side``
-    pictures) for each of ``distances``: log squared Mahalanobis distance to the nearest centre,
-    ``[n, len(distances)]``. As numpy computes it, ``||y||² + min_c (-2 y·c + ||c||²)`` (held above
-    0): the centres' part is one small matrix product, where ``y - c`` for every centre was the
-    graph's largest tensor after the pictures. Several distances of the same vectors share each
-    node: one product with the whitenings side by side, one with the centres block by block."""
+    pictures) for each of ``distances`` (one or two): log squared Mahalanobis distance to the
+    nearest centre, ``[n, len(distances)]``. As numpy computes it, ``||y||² + min_c (-2 y·c +
+    ||c||²)`` (held above 0), in the basis of :func:`_shared_basis`, ``z = x P``: ``||y_j||²`` is
+    ``z² @ λ_j``, and ``y_j·c = x (A W_j) c = z (P⁻¹ A W_j c)``, a matrix product of the centres
+    for all distances at once."""
+    if not 1 <= len(distances) <= 2:
+        raise ValueError(f"the graph measures one or two distances of a vector, not {len(distances)}")
     folded = [_folded(d, pictures, side) for d in distances]
-    dim, count = folded[0][0].shape[1], len(folded)
-    k = max(len(c) for _, c in folded)
-    cross = np.zeros((count * dim, count * k))
+    project, weights = _shared_basis([w for w, _ in folded])
+    count, k = len(folded), max(len(c) for _, c in folded)
+    cross = np.zeros((len(project), count * k))
     norms = np.zeros(count * k)
-    for j, (_, centres) in enumerate(folded):
+    for j, (whiten, centres) in enumerate(folded):
         # fewer centres than the others: the first one repeated, which leaves the nearest unchanged
-        c = np.concatenate([centres, np.repeat(centres[:1], k - len(centres), axis=0)]).astype(np.float64)
-        cross[j * dim : (j + 1) * dim, j * k : (j + 1) * k] = -2.0 * c.T
+        c = np.concatenate([centres, np.repeat(centres[:1], k - len(centres), axis=0)])
+        cross[:, j * k : (j + 1) * k] = np.linalg.solve(project, -2.0 * whiten @ c.T)
         norms[j * k : (j + 1) * k] = np.square(c).sum(axis=1)
-    whiten = np.concatenate([w for w, _ in folded], axis=1)
-    y = g.op("MatMul", vectors, g.const(whiten, np.float32))  # [n, J·d]
-    to_centres = g.op("Gemm", y, g.const(cross, np.float32), g.const(norms, np.float32))  # [n, J·k]
+    z = g.op("MatMul", vectors, g.const(project, np.float32))  # [n, r]
+    to_centres = g.op("Gemm", z, g.const(cross, np.float32), g.const(norms, np.float32))  # [n, J·k]
     to_centres = g.op("Reshape", to_centres, g.const([-1, count, k]))
     nearest = g.op("ReduceMin", to_centres, g.const([2]), keepdims=0)
-    own = g.op("ReduceSumSquare", g.op("Reshape", y, g.const([-1, count, dim])), g.const([2]), keepdims=0)
+    own = g.op("MatMul", g.op("Mul", z, z), g.const(weights, np.float32))  # [n, J]
     # numpy's log(max(d², 0) + 1e-8), to within 1e-8 of d²: one node
     d2 = g.op("Max", g.op("Add", own, nearest), g.const(ood._EPS, np.float32))
     return g.op("Log", d2)  # [n, J]

@@ -91,6 +91,25 @@ def test_the_ramps_are_the_interpolation_of_the_table() -> None:
     assert np.allclose(got, [0.0, 30.0, 65.0])
 
 
+def test_one_basis_gives_both_distances_lengths(models_dir: Path) -> None:
+    """The pictures' and the strokes' whitenings of a shipped card, folded for a pair of
+    pictures: one projection and per-distance weights give each squared length, for any vector."""
+    model_dir = models_dir / "mnist-s2d"
+    calibration = ood.load(model_dir, json.loads((model_dir / "card.json").read_text()))
+    assert calibration is not None
+    folded = [ood_graph._folded(calibration.distances[d], 2, 14)[0] for d in ("pictures", "strokes")]
+    project, weights = ood_graph._shared_basis(folded)
+    assert project.shape == (len(folded[0]), len(folded[0])) and weights.shape == (len(folded[0]), 2)
+    x = np.random.default_rng(0).standard_normal((50, len(folded[0])))
+    z = x @ project
+    for j, whiten in enumerate(folded):
+        assert np.allclose(np.square(z) @ weights[:, j], np.square(x @ whiten).sum(axis=1), rtol=1e-9)
+    # one distance: the projection alone, every weight 1
+    project, weights = ood_graph._shared_basis(folded[:1])
+    assert (weights == 1).all()
+    assert np.allclose(np.square(x @ project).sum(axis=1), np.square(x @ folded[0]).sum(axis=1), rtol=1e-9)
+
+
 @pytest.mark.parametrize("model", ["mnist-s2d", "fashion-s2d-mixed"])  # one pooled table; per-noise tables
 def test_rebuilding_from_the_card_reproduces_the_shipped_scored_graph(
     model: str, models_dir: Path, tmp_path: Path
