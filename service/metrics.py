@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import bisect
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -24,20 +24,36 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _OOD_BUCKETS = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99)
 
 
-# Up to this many values a batch is counted in Python (bisect); past it with one numpy search.
-_SMALL_BATCH = 4
+# Batches a series holds before it counts them; a scrape counts what is held at once.
+_FOLD_AT = 256
+
+
+class _Series:
+    """One label set: counts per bucket (the last one past every bound), the sum, and the
+    batches observed but not counted yet."""
+
+    __slots__ = ("counts", "pending", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
+        self.pending: deque[np.ndarray] = deque()
 
 
 class BatchHistogram(Collector):
     """A Prometheus histogram that takes a whole batch of values in one call.
 
     prometheus_client's Histogram takes one value per call (a lock, and a walk through the buckets
-    in Python), so a batch of 32 scores cost 32 calls on the event loop. Here a batch is one
-    bucket search and one lock (docs/benchmarks.md, "The score's Python, per batch"). It is
-    exposed as the same histogram family (``_bucket`` with ``le``, ``_count``, ``_sum``), read by
-    a custom collector, prometheus_client's documented way to export what the process counts
-    itself. A NaN (the score of an output that overflowed, which is refused, not answered) is not
-    counted: it would turn the sum into NaN for good."""
+    in Python), so a batch of 32 scores cost 32 calls on the event loop. Here observing a batch
+    only keeps it (one append): the batches are counted together, one bucket search for all of
+    them, when a scrape reads the histogram or when a series holds ``_FOLD_AT`` of them, which
+    bounds what is held. At a batch of one the counting was a fifth of what the score cost a
+    request (docs/benchmarks.md, "The score's Python, per batch"). The arrays are kept as they are
+    given, so a caller hands over arrays it does not change afterwards. It is exposed as the same
+    histogram family (``_bucket`` with ``le``, ``_count``, ``_sum``), read by a custom collector,
+    prometheus_client's documented way to export what the process counts itself. A NaN (the score
+    of an output that overflowed, which is refused, not answered) is not counted: it would turn
+    the sum into NaN for good."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]):
         self.name = name
@@ -47,8 +63,7 @@ class BatchHistogram(Collector):
         self._bounds = np.asarray(self.bounds)
         self._les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
         self._lock = threading.Lock()
-        # labels -> (count per bucket, the last one past every bound; sum of the values)
-        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self._series: dict[tuple[str, ...], _Series] = {}
         self._observers: dict[tuple[str, ...], Callable[[np.ndarray], None]] = {}
 
     def observer(self, *labels: str) -> Callable[[np.ndarray], None]:
@@ -60,30 +75,33 @@ class BatchHistogram(Collector):
         if len(labels) != len(self.labelnames):
             raise ValueError(f"{self.name}: labels {self.labelnames}, got {labels}")
         with self._lock:
-            counts, total = self._series.setdefault(labels, ([0] * (len(self.bounds) + 1), [0.0]))
+            series = self._series.setdefault(labels, _Series(len(self.bounds) + 1))
+        pending = series.pending
 
         def observe(values: np.ndarray) -> None:
-            if len(values) <= _SMALL_BATCH:
-                floats = [f for f in map(float, values) if f == f]  # not NaN
-                first = [bisect.bisect_left(self.bounds, v) for v in floats]  # first bound >= v
-                added = sum(floats)
-                with self._lock:
-                    for i in first:
-                        counts[i] += 1
-                    total[0] += added
+            pending.append(values)  # deque.append: atomic, no lock
+            if len(pending) >= _FOLD_AT:
+                self._fold(series)
+
+        return self._observers.setdefault(labels, observe)
+
+    def _fold(self, series: _Series) -> None:
+        """Count the batches a series holds. Each is taken off with ``popleft``, so a batch
+        appended meanwhile by another thread waits for the next fold rather than being lost."""
+        with self._lock:
+            batches = []
+            while series.pending:
+                batches.append(np.ravel(series.pending.popleft()))
+            if not batches:
                 return
+            values = np.concatenate(batches)
             if np.isnan(values).any():
                 values = values[~np.isnan(values)]
             # side="left": the first bound >= v, as Prometheus's le ("less than or equal")
             where = np.searchsorted(self._bounds, values, side="left")
-            per_bucket = np.bincount(where, minlength=len(counts))
-            added = float(np.sum(values, dtype=np.float64))
-            with self._lock:
-                for i, n in enumerate(per_bucket.tolist()):
-                    counts[i] += n
-                total[0] += added
-
-        return self._observers.setdefault(labels, observe)
+            for i, n in enumerate(np.bincount(where, minlength=len(series.counts)).tolist()):
+                series.counts[i] += n
+            series.total += float(np.sum(values, dtype=np.float64))
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -91,7 +109,11 @@ class BatchHistogram(Collector):
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         with self._lock:
-            snapshot = [(labels, list(counts), total[0]) for labels, (counts, total) in self._series.items()]
+            every = list(self._series.items())
+        for _, series in every:
+            self._fold(series)
+        with self._lock:
+            snapshot = [(labels, list(series.counts), series.total) for labels, series in every]
         for labels, counts, total in snapshot:
             cumulative = np.cumsum(counts).tolist()
             family.add_metric(list(labels), list(zip(self._les, cumulative, strict=True)), total)
