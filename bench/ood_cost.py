@@ -12,6 +12,11 @@ autoencoder graphs: the difference is what the score costs the service now.
 
 ``--graphs PATH …`` times those graphs instead, and no numpy scoring: scored graphs of two
 versions side by side, e.g. a worktree's beside this tree's.
+
+``--flush BYTES`` copies that many bytes (untimed) before every timed call, so that each call
+finds the core's caches full of other data, as a request does in the service between its
+batches at low concurrency (2 MB: this machine's L2 per core). There a scored graph's extra
+nodes and constants cost about twice what they cost warm (docs/benchmarks.md, "Cold caches").
 """
 
 from __future__ import annotations
@@ -73,8 +78,19 @@ def _scorer(model: str, view: str) -> Callable[[np.ndarray], object]:
     return score
 
 
-def _time(fn: Callable[[np.ndarray], object], x: np.ndarray, seconds: float) -> float:
+def _time(fn: Callable[[np.ndarray], object], x: np.ndarray, seconds: float, flush: int = 0) -> float:
     fn(x)
+    if flush:
+        source = np.ones(flush // 4, np.float32)
+        target = np.empty_like(source)
+        n, spent, start = 0, 0.0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            np.copyto(target, source)
+            began = time.perf_counter()
+            fn(x)
+            spent += time.perf_counter() - began
+            n += 1
+        return spent / n / len(x) * 1e6
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         fn(x)
@@ -87,6 +103,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="per candidate per round")
     parser.add_argument("--graphs", nargs="+", help="time these graphs alone (no numpy scoring)")
+    parser.add_argument("--flush", type=int, default=0, metavar="BYTES", help="copied before each call")
     args = parser.parse_args()
     candidates: dict[str, Callable[[np.ndarray], object]] = {g: _session(g) for g in args.graphs or GRAPHS}
     for model, view in () if args.graphs else SCORED:
@@ -97,8 +114,9 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in candidates}
         for _ in range(args.rounds):
             for name, fn in candidates.items():
-                times[name].append(_time(fn, x, args.seconds))
-        print(f"\n| batch {batch}, 1 thread | µs per image (median of {args.rounds}) |\n|---|---|")
+                times[name].append(_time(fn, x, args.seconds, args.flush))
+        caches = f", {args.flush:,} bytes copied before each call" if args.flush else ""
+        print(f"\n| batch {batch}, 1 thread{caches} | µs per image (median of {args.rounds}) |\n|---|---|")
         for name, ts in times.items():
             print(f"| {name} | {statistics.median(ts):.1f} |")
 
