@@ -43,6 +43,9 @@ MAX_VALIDATION = 3000
 # calibrated on validation alone flagged up to 1.7 % at σ = 0 (docs/evaluation.md).
 UNSEEN_DIGITS = 2500
 MAX_FIT = 3000
+# Validation images (clean and at σ = 0.3, beside pen strokes and noise) the scored graph must
+# score as numpy does before it is written (training.ood_graph.write)
+CHECK_IMAGES = 200
 FIT_SEED = 5
 BATCH = 500
 # Chosen on validation (python -m bench.ood_signals; docs/evaluation.md): /denoise gets the
@@ -278,7 +281,7 @@ def calibrate(
         "command": f"python -m training.calibrate {_shown(model_dir)}",
     }
     # The denoise view's signals as nodes after the autoencoder graph, for the service's hot path.
-    ood_graph.write(model_dir, card, block, distances)
+    ood_graph.write(model_dir, card, block, distances, validation[:CHECK_IMAGES])
     update_card(model_dir, ood=block)  # checked as the registry checks it, written atomically
     log.info(
         "calibrated %s on %d images (%s) x %d conditions", model_dir, len(validation), split, len(conditions)

@@ -122,6 +122,39 @@ def test_rebuilding_from_the_card_reproduces_the_shipped_scored_graph(
     assert json.loads((copy / "card.json").read_text())["ood"]["graph"] == shipped
 
 
+def test_a_graph_that_does_not_score_as_numpy_does_is_not_written(
+    models_dir: Path,
+    tmp_path: Path,
+    mnist_test_images: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """write() runs the graph it built on check images and keeps it only where it agrees with
+    numpy: here a graph of mnist-s2d's view measuring fashion-s2d's distances (a real graph, but
+    the wrong one) is refused, and the card keeps no graph, so the service scores in numpy."""
+    copy = _copy(models_dir, tmp_path, "mnist-s2d")
+    card = json.loads((copy / "card.json").read_text())
+    calibration = ood.load(copy, card)
+    other = ood.load(
+        models_dir / "fashion-s2d", json.loads((models_dir / "fashion-s2d" / "card.json").read_text())
+    )
+    assert calibration is not None and other is not None
+    images = ood_graph.check_images(mnist_test_images[:100])
+    autoencoder = onnx.load(str(copy / "autoencoder.onnx"))
+    view = card["ood"]["views"]["denoise"]
+    right = ood_graph.build(autoencoder, view, calibration.distances, scale=2)
+    wrong = ood_graph.build(autoencoder, view, other.distances, scale=2)
+    assert ood_graph.disagreement(right, calibration, images) == ""
+    assert "against numpy's" in ood_graph.disagreement(wrong, calibration, images)
+
+    block = card["ood"]
+    monkeypatch.setattr(ood_graph, "build", lambda *args: wrong)
+    with caplog.at_level("WARNING"):
+        assert ood_graph.write(copy, card, block, calibration.distances, mnist_test_images[:100]) is None
+    assert "graph" not in block and not (copy / ood.GRAPH_FILE).exists()
+    assert "the service will score in numpy" in caplog.text
+
+
 def test_a_graph_built_from_another_calibration_of_the_view_is_not_used(
     models_dir: Path, tmp_path: Path
 ) -> None:
