@@ -164,14 +164,16 @@ def test_unet_subtracts_its_noise_estimate_and_clamps() -> None:
 def test_the_s2d_7x7_level_widens_what_an_output_pixel_sees() -> None:
     # One input pixel changed at (4, 4): without the 7x7 level, 6 convs at 14x14 plus the 28x28
     # convs cannot reach (27, 27); through the 7x7 level's strided conv and two convs it can.
+    # In float64: at initialisation what reaches (27, 27) is about 2e-9 of a pixel value, which
+    # float32 keeps or rounds away depending on the CPU's convolution kernels.
     torch.manual_seed(1)
-    x = torch.rand(1, 1, 28, 28)  # not zeros: every ReLU passes something on
+    x = torch.rand(1, 1, 28, 28, dtype=torch.float64)  # not zeros: every ReLU passes something on
     y = x.clone()
     y[0, 0, 4, 4] += 1.0
     reach = {}
     for deep in (0, 16):
         torch.manual_seed(0)
-        model = build_model(replace(preset("s2d"), deep_width=deep, deep_convs=2)).eval()
+        model = build_model(replace(preset("s2d"), deep_width=deep, deep_convs=2)).double().eval()
         with torch.no_grad():
             reach[deep] = float((model.noise(y) - model.noise(x)).abs()[0, 0, 27, 27])
     assert reach[0] == 0.0 and reach[16] > 0.0
