@@ -139,7 +139,9 @@ def _shared_basis(whitenings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     Lᵀ`` and ``L⁻¹ Q_2 L⁻ᵀ = U Λ Uᵀ``, ``P = L U`` gives ``P Pᵀ = Q_1`` and ``P Λ Pᵀ = Q_2``. So the
     pictures' and the strokes' distances share one product with the vectors, where the
     whitenings side by side took twice the constant and twice the arithmetic (and at a batch of
-    one the constant's bytes, read from memory on every request, are most of a product's cost)."""
+    one the constant's bytes, read from memory on every request, are most of a product's cost).
+    Where ``Λ`` spans many orders of magnitude (a barely trained model) float32 carries this
+    basis less well than the whitenings themselves, and ``write`` falls back to those."""
     forms = [w @ w.T for w in whitenings]
     lower = np.linalg.cholesky(forms[0])
     if len(forms) == 1:
@@ -149,24 +151,38 @@ def _shared_basis(whitenings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return lower @ rotation, np.stack([np.ones_like(eigenvalues), eigenvalues], axis=1)
 
 
-def _distances(g: _Nodes, vectors: str, distances: list[ood.Distance], pictures: int, side: int) -> str:
+def _side_by_side(whitenings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The whitenings side by side, ``[r, J·d]``, and weights ``[J·d, J]`` that sum each one's
+    squared coordinates: the construction before :func:`_shared_basis`."""
+    d = whitenings[0].shape[1]
+    return np.concatenate(whitenings, axis=1), np.kron(np.eye(len(whitenings)), np.ones((d, 1)))
+
+
+def _distances(
+    g: _Nodes, vectors: str, distances: list[ood.Distance], pictures: int, side: int, shared: bool = True
+) -> str:
     """``contract.ood.Distance`` of ``[n, pictures·58]`` raw descriptors (of ``side``×``side``
     pictures) for each of ``distances`` (one or two): log squared Mahalanobis distance to the
     nearest centre, ``[n, len(distances)]``. As numpy computes it, ``||y||² + min_c (-2 y·c +
     ||c||²)`` (held above 0), in the basis of :func:`_shared_basis`, ``z = x P``: ``||y_j||²`` is
     ``z² @ λ_j``, and ``y_j·c = x (A W_j) c = z (P⁻¹ A W_j c)``, a matrix product of the centres
-    for all distances at once."""
+    for all distances at once. ``shared=False``: ``z`` is the whitened vectors side by side
+    (:func:`_side_by_side`), each distance's centres against its own block of ``z``."""
     if not 1 <= len(distances) <= 2:
         raise ValueError(f"the graph measures one or two distances of a vector, not {len(distances)}")
     folded = [_folded(d, pictures, side) for d in distances]
-    project, weights = _shared_basis([w for w, _ in folded])
+    project, weights = (_shared_basis if shared else _side_by_side)([w for w, _ in folded])
     count, k = len(folded), max(len(c) for _, c in folded)
-    cross = np.zeros((len(project), count * k))
+    cross = np.zeros((project.shape[1], count * k))
     norms = np.zeros(count * k)
     for j, (whiten, centres) in enumerate(folded):
         # fewer centres than the others: the first one repeated, which leaves the nearest unchanged
         c = np.concatenate([centres, np.repeat(centres[:1], k - len(centres), axis=0)])
-        cross[:, j * k : (j + 1) * k] = np.linalg.solve(project, -2.0 * whiten @ c.T)
+        if shared:
+            cross[:, j * k : (j + 1) * k] = np.linalg.solve(project, -2.0 * whiten @ c.T)
+        else:
+            d = whiten.shape[1]
+            cross[j * d : (j + 1) * d, j * k : (j + 1) * k] = -2.0 * c.T
         norms[j * k : (j + 1) * k] = np.square(c).sum(axis=1)
     z = g.op("MatMul", vectors, g.const(project, np.float32))  # [n, r]
     to_centres = g.op("Gemm", z, g.const(cross, np.float32), g.const(norms, np.float32))  # [n, J·k]
@@ -294,9 +310,10 @@ def build(
     view: dict[str, Any],
     distances: dict[str, ood.Distance],
     scale: int = ood.SCALE,
+    shared: bool = True,
 ) -> onnx.ModelProto:
     """A copy of ``autoencoder`` whose extra output is the view's percentile per image
-    (``scale``: the calibration's, ``contract.ood.SCALES``)."""
+    (``scale``: the calibration's, ``contract.ood.SCALES``; ``shared``: see :func:`_distances`)."""
     if not ood.graph_scorable(view):
         raise ValueError(f"signals {view['signals']} need more than the input and output")
     graph = autoencoder.graph
@@ -315,7 +332,7 @@ def build(
             pairs = g.op("Reshape", g.op("Concat", image, denoised, axis=1), g.const([-1, 1, 28, 28]))
             vectors = g.op("Reshape", _descriptor(g, pairs, scale=scale), g.const([-1, 2 * _RAW]))
             pictures = 2
-        logs.append(_distances(g, vectors, [distances[d] for d in names], pictures, 28 // scale))
+        logs.append(_distances(g, vectors, [distances[d] for d in names], pictures, 28 // scale, shared))
         measured += names
     stacked = logs[0] if len(logs) == 1 else g.op("Concat", *logs, axis=1)  # [n, J]
     sigma = _noise(g, image) if ood.needs_noise(view) else None
@@ -382,7 +399,8 @@ def write(
     """Write ``scored.onnx`` for the card's ``denoise`` view and set ``block["graph"]`` to its
     reference (returned too); None, with no ``graph`` key and no file left behind, when the view
     reads more than input and output, or when the graph does not score the check images
-    (:func:`check_images` of ``images``) as numpy does (:func:`disagreement`; logged). ``block``'s
+    (:func:`check_images` of ``images``) as numpy does (:func:`disagreement`; logged): built with
+    one projection for both distances, else with the whitenings side by side. ``block``'s
     parameters file must be written already."""
     path = model_dir / ood.GRAPH_FILE
     view = block["views"].get(VIEW)
@@ -391,11 +409,16 @@ def write(
         path.unlink(missing_ok=True)
         return None
     source = graph_path(model_dir, card, "autoencoder")
-    model = build(onnx.load(str(source)), view, distances, ood.SCALES[block["version"]])
+    autoencoder = onnx.load(str(source))
     calibration = ood.load(model_dir, {**card, "ood": block})
     assert calibration is not None
-    problem = disagreement(model, calibration, check_images(images))
-    if problem:
+    checked = check_images(images)
+    for shared in (True, False):
+        model = build(autoencoder, view, distances, ood.SCALES[block["version"]], shared)
+        problem = disagreement(model, calibration, checked)
+        if not problem:
+            break
+    else:
         log.warning("%s: no %s, the service will score in numpy: %s", model_dir, ood.GRAPH_FILE, problem)
         path.unlink(missing_ok=True)
         return None

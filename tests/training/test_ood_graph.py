@@ -131,7 +131,8 @@ def test_a_graph_that_does_not_score_as_numpy_does_is_not_written(
 ) -> None:
     """write() runs the graph it built on check images and keeps it only where it agrees with
     numpy: here a graph of mnist-s2d's view measuring fashion-s2d's distances (a real graph, but
-    the wrong one) is refused, and the card keeps no graph, so the service scores in numpy."""
+    the wrong one) is refused; with both constructions refused the card keeps no graph, so the
+    service scores in numpy."""
     copy = _copy(models_dir, tmp_path, "mnist-s2d")
     card = json.loads((copy / "card.json").read_text())
     calibration = ood.load(copy, card)
@@ -143,12 +144,20 @@ def test_a_graph_that_does_not_score_as_numpy_does_is_not_written(
     autoencoder = onnx.load(str(copy / "autoencoder.onnx"))
     view = card["ood"]["views"]["denoise"]
     right = ood_graph.build(autoencoder, view, calibration.distances, scale=2)
+    side_by_side = ood_graph.build(autoencoder, view, calibration.distances, scale=2, shared=False)
     wrong = ood_graph.build(autoencoder, view, other.distances, scale=2)
     assert ood_graph.disagreement(right, calibration, images) == ""
+    assert ood_graph.disagreement(side_by_side, calibration, images) == ""
     assert "against numpy's" in ood_graph.disagreement(wrong, calibration, images)
 
+    # the shared projection failing its check, the whitenings side by side are written instead
     block = card["ood"]
-    monkeypatch.setattr(ood_graph, "build", lambda *args: wrong)
+    build = ood_graph.build
+    monkeypatch.setattr(ood_graph, "build", lambda *a: wrong if a[-1] else build(*a))
+    assert ood_graph.write(copy, card, block, calibration.distances, mnist_test_images[:100]) is not None
+    assert (copy / ood.GRAPH_FILE).read_bytes() == side_by_side.SerializeToString()
+
+    monkeypatch.setattr(ood_graph, "build", lambda *a: wrong)  # both fail: no graph at all
     with caplog.at_level("WARNING"):
         assert ood_graph.write(copy, card, block, calibration.distances, mnist_test_images[:100]) is None
     assert "graph" not in block and not (copy / ood.GRAPH_FILE).exists()

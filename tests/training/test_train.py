@@ -32,16 +32,17 @@ def _one_thread() -> None:
 def test_dry_run_trains_checkpoints_and_exports(tmp_path: Path) -> None:
     out, ckpt = tmp_path / "model", tmp_path / "ckpt.pt"
     main(["--dry-run", "--arch", "conv", "--out", str(out), "--checkpoint", str(ckpt), "--no-progress"])
-    assert {p.name for p in out.iterdir()} == {
-        "encoder.onnx",
-        "decoder.onnx",
-        "autoencoder.onnx",
-        "card.json",
-        "ood.npz",
-        "scored.onnx",
-    }
+    files = {p.name for p in out.iterdir()}
+    graphs = {"encoder.onnx", "decoder.onnx", "autoencoder.onnx"}
+    assert files - {"scored.onnx"} == {*graphs, "card.json", "ood.npz"}
     card = json.loads((out / "card.json").read_text())
     assert card["id"] == "mnist-conv"
+    # The scored graph is written only where it scores check images as numpy does (training.
+    # ood_graph.write). After one epoch (validation PSNR about 6 dB) the whitened descriptors span
+    # orders of magnitude, and float32 kept no construction of the graph within 0.5 percentile
+    # points of numpy (7.7 at best, measured), so this model is scored in numpy; trained models get
+    # their graph (tests/training/test_own_images_end_to_end.py, the shipped models).
+    assert ("scored.onnx" in files) == ("graph" in card["ood"])
     # Calibrated on the validation split: a digit model's /denoise over the pictures and their
     # distance to pen strokes (its code added nothing there, training.calibrate.PICTURES_ONLY_DATASETS
     # and STROKES_DATASETS), /encode over the code.
