@@ -184,7 +184,7 @@ def _distances(
             d = whiten.shape[1]
             cross[j * d : (j + 1) * d, j * k : (j + 1) * k] = -2.0 * c.T
         norms[j * k : (j + 1) * k] = np.square(c).sum(axis=1)
-    z = g.op("MatMul", vectors, g.const(project, np.float32))  # [n, r]
+    z = g.op("MatMul", vectors, g.const(project, np.float32))  # [n, r]; side by side [n, J·d]
     to_centres = g.op("Gemm", z, g.const(cross, np.float32), g.const(norms, np.float32))  # [n, J·k]
     to_centres = g.op("Reshape", to_centres, g.const([-1, count, k]))
     nearest = g.op("ReduceMin", to_centres, g.const([2]), keepdims=0)
