@@ -281,7 +281,7 @@ def calibrate(
         "command": f"python -m training.calibrate {_shown(model_dir)}",
     }
     # The denoise view's signals as nodes after the autoencoder graph, for the service's hot path.
-    ood_graph.write(model_dir, card, block, distances, validation[:CHECK_IMAGES])
+    ood_graph.write(model_dir, card, block, validation[:CHECK_IMAGES])
     update_card(model_dir, ood=block)  # checked as the registry checks it, written atomically
     log.info(
         "calibrated %s on %d images (%s) x %d conditions", model_dir, len(validation), split, len(conditions)

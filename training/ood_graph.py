@@ -379,7 +379,7 @@ def disagreement(model: onnx.ModelProto, calibration: ood.Calibration, images: n
     graph = calibration.percentile_scores(VIEW, percentile)
     gap = np.abs(graph.percentile - numpy.percentile)
     if not np.isfinite(gap).all() or gap.max() > AGREEMENT:
-        worst = int(np.nanargmax(np.where(np.isfinite(gap), gap, np.inf)))
+        worst = int(np.argmax(np.where(np.isfinite(gap), gap, np.inf)))
         return (
             f"its percentile {float(graph.percentile[worst]):.3f} against numpy's "
             f"{float(numpy.percentile[worst]):.3f} (image {worst} of {len(images)})"
@@ -393,15 +393,14 @@ def write(
     model_dir: Path,
     card: dict[str, Any],
     block: dict[str, Any],
-    distances: dict[str, ood.Distance],
     images: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
     """Write ``scored.onnx`` for the card's ``denoise`` view and set ``block["graph"]`` to its
     reference (returned too); None, with no ``graph`` key and no file left behind, when the view
     reads more than input and output, or when the graph does not score the check images
     (:func:`check_images` of ``images``) as numpy does (:func:`disagreement`; logged): built with
-    one projection for both distances, else with the whitenings side by side. ``block``'s
-    parameters file must be written already."""
+    one projection for both distances, else with the whitenings side by side. The distances are
+    the ones ``block``'s parameters file holds, which must be written already."""
     path = model_dir / ood.GRAPH_FILE
     view = block["views"].get(VIEW)
     block.pop("graph", None)
@@ -414,7 +413,7 @@ def write(
     assert calibration is not None
     checked = check_images(images)
     for shared in (True, False):
-        model = build(autoencoder, view, distances, ood.SCALES[block["version"]], shared)
+        model = build(autoencoder, view, calibration.distances, ood.SCALES[block["version"]], shared)
         problem = disagreement(model, calibration, checked)
         if not problem:
             break
@@ -441,9 +440,7 @@ def rebuild(model_dir: Path) -> dict[str, Any] | None:
         raise SystemExit(
             f"{model_dir}: no 'ood' block to build from (python -m training.calibrate {model_dir})"
         )
-    calibration = ood.load(model_dir, {**card, "ood": {k: v for k, v in block.items() if k != "graph"}})
-    assert calibration is not None
-    ref = write(model_dir, card, block, calibration.distances)
+    ref = write(model_dir, card, block)
     update_card(model_dir, ood=block)
     return ref
 

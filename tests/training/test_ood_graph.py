@@ -154,12 +154,12 @@ def test_a_graph_that_does_not_score_as_numpy_does_is_not_written(
     block = card["ood"]
     build = ood_graph.build
     monkeypatch.setattr(ood_graph, "build", lambda *a: wrong if a[-1] else build(*a))
-    assert ood_graph.write(copy, card, block, calibration.distances, mnist_test_images[:100]) is not None
+    assert ood_graph.write(copy, card, block, mnist_test_images[:100]) is not None
     assert (copy / ood.GRAPH_FILE).read_bytes() == side_by_side.SerializeToString()
 
     monkeypatch.setattr(ood_graph, "build", lambda *a: wrong)  # both fail: no graph at all
     with caplog.at_level("WARNING"):
-        assert ood_graph.write(copy, card, block, calibration.distances, mnist_test_images[:100]) is None
+        assert ood_graph.write(copy, card, block, mnist_test_images[:100]) is None
     assert "graph" not in block and not (copy / ood.GRAPH_FILE).exists()
     assert "the service will score in numpy" in caplog.text
 
