@@ -2,7 +2,7 @@
 
 What a user of the cluster sees: the same answers as ``ae-serve``, replicas on both nodes, and no
 request lost when a node or a replica dies or the app is updated, with the client retries that
-docs/scale-out.md documents for idempotent calls (3 tries, on connection errors and 5xx). Last, no
+docs/scale-out.md documents for idempotent calls (3 tries, on connection errors, 408 and 5xx). Last, no
 socket of the cluster ever left loopback while all of this ran.
 
 The tests run in file order on one cluster; the disruptive ones come last.
@@ -35,7 +35,7 @@ from tests.service.conftest import make_settings, png_bytes
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # What docs/scale-out.md tells a client to do for /denoise (idempotent): up to 3 tries, on a
-# connection error or a 5xx, after 0.5 s and then 1 s.
+# connection error, a 408 or a 5xx, after 0.5 s and then 1 s.
 TRIES = 3
 BACKOFF_S = (0.5, 1.0)
 CONCURRENCY = 8
@@ -83,6 +83,11 @@ def _back_to_full_strength(
 # --- a client that retries, and load made of such clients ------------------------------------------
 
 
+def retryable(status: int) -> bool:
+    """A 5xx, or a 408: the body did not reach the replica in time (docs/scale-out.md, "Client retries")."""
+    return status >= 500 or status == 408
+
+
 @dataclass
 class Load:
     """``CONCURRENCY`` threads posting /denoise with retries until stopped; what each request got."""
@@ -94,6 +99,9 @@ class Load:
     first_try_failures: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
+    # The first answer of each kind that a try failed with (status or exception: its text), so a
+    # failure says who answered it: Ray's proxy, or a replica (whose errors name an AE_* limit).
+    failure_samples: dict[str, str] = field(default_factory=dict)
     served_by: Counter[str] = field(default_factory=Counter)
     models: Counter[str] = field(default_factory=Counter)
     pause_s: float = 0.0  # each client's pause between requests: 0 is as fast as answers come
@@ -110,10 +118,10 @@ class Load:
                     f"{self.url}/denoise", files={"file": ("digit.png", self.upload, "image/png")}
                 )
             except httpx.TransportError as exc:
-                failures.append(type(exc).__name__)
+                self._failed(failures, type(exc).__name__, str(exc))
                 continue
-            if r.status_code >= 500:
-                failures.append(str(r.status_code))
+            if retryable(r.status_code):
+                self._failed(failures, str(r.status_code), r.text)
                 continue
             with self._lock:
                 self.statuses[r.status_code] += 1
@@ -125,6 +133,11 @@ class Load:
         with self._lock:
             self.first_try_failures[failures[0]] += 1
             self.lost.append(" -> ".join(failures))
+
+    def _failed(self, failures: list[str], kind: str, text: str) -> None:
+        failures.append(kind)
+        with self._lock:
+            self.failure_samples.setdefault(kind, text[:200])
 
     def _worker(self) -> None:
         deadline = time.monotonic() + self.max_seconds
@@ -153,7 +166,7 @@ class Load:
         return (
             f"{self.requests} requests from {CONCURRENCY} clients, {first} failed at the first try "
             f"({dict(self.first_try_failures)}), {len(self.lost)} lost after {TRIES} tries; "
-            f"answers {dict(self.statuses)}"
+            f"answers {dict(self.statuses)}; first of each failure: {self.failure_samples}"
         )
 
     def wait_answers(self, more: int, timeout: float = 120.0) -> None:
