@@ -9,6 +9,11 @@ process CPU, and inside the inference thread the CPU of the batch function and o
 graph's run against the plain graph's (``time.thread_time`` around them). Where an end-to-end run
 (``bench.compare``) says what the score costs, this says where (docs/benchmarks.md, "Where the
 c = 1 cost goes").
+
+``--graph-only`` adds a third app: the scored graph runs in every batch and its percentiles are
+dropped, nothing else of the score runs (no flags, histogram, ``Outcome`` or headers). Against
+"off" it is what the graph's run costs the process; against "on", what the score's Python costs
+(docs/benchmarks.md, "What is left at c = 1").
 """
 
 from __future__ import annotations
@@ -55,10 +60,30 @@ def _instrument() -> None:
 
     def batch_functions(self: state.ServiceState, model: Any, role: str) -> Any:
         run, finish, inline = functions(self, model, role)
+        if finish is not None and getattr(self, GRAPH_ONLY, False):
+            graph = model.graphs[role]
+            label = f"batch function, {role}, graph only"
+            return _timed(lambda rows: label, lambda rows: graph.run_all(rows)[0]), None, False
         label = f"batch function, {role}, scores {'on' if self.settings.ood_scores else 'off'}"
         return _timed(lambda rows: label, run), finish, inline
 
     state.ServiceState._batch_functions = batch_functions  # type: ignore[method-assign]
+
+
+GRAPH_ONLY = "_bench_graph_only"  # marks the ServiceState of the --graph-only app
+
+
+async def _start(label: str) -> Any:
+    """An app for a variant: "on", "off", or "graph only" (the scored graph's batches, then the
+    score turned off for the rest of each request: ``ood.score`` reads the setting per request)."""
+    app = create_app(Settings(ood_scores=label != "off", log_level="warning"))
+    service = app.state.service
+    if label == "graph only":
+        setattr(service, GRAPH_ONLY, True)
+    await service.start()
+    if label == "graph only":
+        service.settings = service.settings.model_copy(update={"ood_scores": False})
+    return app
 
 
 async def _drive(call: Callable[[], Any], requests: int, concurrency: int) -> None:
@@ -78,9 +103,8 @@ async def run(args: argparse.Namespace) -> None:
     body = multipart_body(digit_png(Path(tempfile.mkdtemp(prefix="ae-bench-"))).read_bytes())
     calls = {}
     apps = []
-    for label, on in (("on", True), ("off", False)):
-        app = create_app(Settings(ood_scores=on, log_level="warning"))
-        await app.state.service.start()
+    for label in ("on", "off", "graph only") if args.graph_only else ("on", "off"):
+        app = await _start(label)
         apps.append(app)
         calls[label] = asgi_post(app, f"/denoise?model={args.model}", body)
         await _drive(calls[label], 100, args.concurrency)  # warm-up, not counted
@@ -97,10 +121,17 @@ async def run(args: argparse.Namespace) -> None:
     print(f"command: {command_line('bench.ood_request_cost')}\n{machine_state()}\n")
     print("| process CPU per request, µs | median | quartiles | range |\n|---|---|---|---|")
     # Each round's own difference: a load change on the machine moves both variants of a round.
-    process["on − off, paired by round"] = [a - b for a, b in zip(process["on"], process["off"], strict=True)]
+    paired = {
+        "on − off": ("on", "off"),
+        "graph only − off": ("graph only", "off"),
+        "on − graph only": ("on", "graph only"),
+    }
+    for name, (a, b) in paired.items():
+        if a in process and b in process:
+            process[f"{name}, paired by round"] = [x - y for x, y in zip(process[a], process[b], strict=True)]
     for label, values in process.items():
         q1, q2, q3 = statistics.quantiles(values, n=4)
-        name = label if label.startswith("on −") else f"score {label}"
+        name = label if "paired" in label else f"score {label}"
         print(f"| {name} | {q2:.0f} | {q1:.0f}–{q3:.0f} | {min(values):.0f}–{max(values):.0f} |")
     print("\n| inference thread, CPU per call, µs | calls | µs |\n|---|---|---|")
     for name in sorted(CPU):
@@ -113,6 +144,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--model", default="mnist-s2d")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at a time")
+    parser.add_argument(
+        "--graph-only", action="store_true", help="a third app: the scored graph, its percentiles dropped"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     _instrument()

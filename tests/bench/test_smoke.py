@@ -189,6 +189,30 @@ def test_ood_request_cost_times_the_score_on_and_off(concurrency: str) -> None:
     assert calls == 32 if concurrency == "1" else 0 < calls < 32
 
 
+def test_ood_request_cost_graph_only_runs_the_scored_graph_without_the_score() -> None:
+    out = _run("ood_request_cost", "--requests", "8", "--rounds", "2", "--graph-only")
+    for row in (
+        "| score graph only |",
+        "| graph only − off, paired by round |",
+        "| on − graph only, paired by round |",
+    ):
+        assert row in out
+    calls = {
+        line.split("|")[1].strip(): int(line.split("|")[2])
+        for line in out.splitlines()
+        if line.startswith(("| batch function", "| run"))
+    }
+    # 8 requests in each of 2 rounds, one at a time: the third app's batches ran the scored graph
+    # as the "on" app's did, and the plain graph ran only for "off"
+    assert (
+        calls["batch function, autoencoder, graph only"]
+        == calls["batch function, autoencoder, scores on"]
+        == 16
+    )
+    assert calls["run_all scored.onnx"] == 32
+    assert calls["run autoencoder.onnx"] == 16
+
+
 def test_after_run_times_the_step_after_a_run_again_and_alone() -> None:
     out = _run("after_run", "--rounds", "5")
     rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 32 |"))]
