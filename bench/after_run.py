@@ -15,7 +15,6 @@ run before. Median microseconds over ``--rounds``; docs/benchmarks.md,
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import onnxruntime as ort
 
 from bench._common import command_line, machine_state
 from contract import ood
+from contract.card import read_card
 from service.metrics import Metrics
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     session = ort.InferenceSession(args.graph, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     model_dir = Path(args.graph).parent
-    calibration = ood.load(model_dir, json.loads((model_dir / "card.json").read_text()))
+    calibration = ood.load(model_dir, read_card(model_dir, served=False))
     if calibration is None:
         raise SystemExit(f"{model_dir}: no out-of-distribution calibration in its card")
     observe = Metrics().ood_observer(model_dir.name, "denoise")

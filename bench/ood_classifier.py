@@ -24,7 +24,6 @@ density models tried", has the result).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import nn
 
 from bench.ood_signals import LEVELS
 from contract import ood
+from contract.card import read_card
 from training import calibrate as cal
 from training import outsiders
 from training.data import load_dataset
@@ -110,7 +110,7 @@ def class_distance(feats: np.ndarray, labels: np.ndarray) -> ood.Distance:
 
 
 def run(model_dir: Path, width: int, epochs: int) -> None:
-    card = json.loads((model_dir / "card.json").read_text())
+    card = read_card(model_dir, served=False)
     if card["dataset"] != "fashion":
         raise SystemExit(f"{model_dir}: a model of {card['dataset']!r}; this compares Fashion models")
     split = load_dataset("fashion")

@@ -22,7 +22,6 @@ nodes and constants cost about twice what they cost warm (docs/benchmarks.md, "C
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 from contract import ood
+from contract.card import read_card
 
 GRAPHS = (
     "models/mnist-s2d/autoencoder.onnx",
@@ -67,9 +67,10 @@ def _session(path: str) -> Callable[[np.ndarray], object]:
 def _scorer(model: str, view: str) -> Callable[[np.ndarray], object]:
     """contract.ood's numpy work for one batch: the graphs' outputs are given (what a request has)."""
     model_dir = Path("models") / model
-    calibration = ood.load(model_dir, json.loads((model_dir / "card.json").read_text()))
+    card = read_card(model_dir, served=False)
+    calibration = ood.load(model_dir, card)
     assert calibration is not None, f"{model}: not calibrated (python -m training.calibrate {model_dir})"
-    code_size = int(np.prod(json.loads((model_dir / "card.json").read_text())["code_shape"] or [1]))
+    code_size = int(np.prod(card["code_shape"] or [1]))
 
     def score(x: np.ndarray) -> object:
         codes = np.zeros((len(x), code_size), np.float32) if "code" in calibration.needs(view) else None

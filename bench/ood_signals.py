@@ -33,7 +33,6 @@ descriptor adds"):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import ood
+from contract.card import read_card
 from training import calibrate as cal
 from training import outsiders
 from training.ood_eval import auroc
@@ -162,7 +162,7 @@ def internal_candidates(taps: list[str]) -> dict[str, tuple[tuple[str, ...], int
 
 
 def run(model_dir: Path) -> None:
-    card = json.loads((model_dir / "card.json").read_text())
+    card = read_card(model_dir, served=False)
     dataset = card["dataset"]
     data = cal.load_data(dataset)
     model = Model(model_dir, card, data.train)

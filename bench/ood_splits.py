@@ -22,13 +22,13 @@ training digits outside MNIST-5k that the calibration did not take (it takes
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from contract import ood
+from contract.card import read_card
 from training import calibrate as cal
 from training.protocol import TEST_NOISE_SEED
 
@@ -40,7 +40,7 @@ class Scorer:
     calibrates it, loaded once for every split."""
 
     def __init__(self, model_dir: Path, view: str = "denoise") -> None:
-        self.card = json.loads((model_dir / "card.json").read_text())
+        self.card = read_card(model_dir, served=False)
         calibration = ood.load(model_dir, self.card)
         if calibration is None:
             raise SystemExit(f"{model_dir}: no out-of-distribution calibration")

@@ -23,7 +23,6 @@ strokes" and "Version 3: the pictures at half resolution".
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import ood
+from contract.card import read_card
 from training import calibrate as cal
 from training import outsiders
 from training.data import load_dataset
@@ -78,7 +78,7 @@ def insiders(card: dict, data: cal.Data) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def run(model_dir: Path, strokes_seed: int, limit: int | None = None) -> None:
-    card = json.loads((model_dir / "card.json").read_text())
+    card = read_card(model_dir, served=False)
     data = cal.load_data(card["dataset"])
     # the pictures', the code's (models with one) and the strokes' distances, as calibration fits them
     distances = cal.fit_distances(model_dir, card, data.train, strokes_seed)

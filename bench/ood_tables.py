@@ -12,7 +12,6 @@ share of the second half past the threshold is printed per condition, in percent
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,13 +19,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from contract import ood
+from contract.card import read_card
 from training import calibrate as cal
 
 TABLES = (1, 4, 8)
 
 
 def run(model_dir: Path) -> None:
-    card = json.loads((model_dir / "card.json").read_text())
+    card = read_card(model_dir, served=False)
     calibration = ood.load(model_dir, card)
     if calibration is None:
         raise SystemExit(f"{model_dir}: its card has no 'ood' block")

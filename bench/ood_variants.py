@@ -25,7 +25,6 @@ Each cell: insiders past the 99.5th percentile (%), then AUROC against digits / 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 from bench.ood_signals import LEVELS, PooledTap
 from contract import ood
+from contract.card import read_card
 from training import calibrate as cal
 from training import outsiders
 from training.ood_eval import auroc
@@ -151,7 +151,7 @@ def _combine(view: dict, values: dict[str, np.ndarray], sigma: np.ndarray, rule:
 
 
 def run(model_dir: Path) -> None:
-    card = json.loads((model_dir / "card.json").read_text())
+    card = read_card(model_dir, served=False)
     if card["dataset"] != "fashion":
         raise SystemExit(f"{model_dir}: a model of {card['dataset']!r}; this compares Fashion models")
     data = cal.load_data("fashion")
