@@ -360,12 +360,12 @@ def check_images(images: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """``[n, 1, 28, 28]`` images a built graph is checked on: ``images`` (e.g. validation's) clean
     and at σ = 0.3, pen strokes, and uniform noise (pen strokes alone where none are given)."""
     from training import outsiders
+    from training.noise import noisy_numpy
 
-    rng = np.random.default_rng(seed)
     parts = [outsiders.strokes(100, seed), outsiders.uniform_noise(50, seed)]
     if images is not None:
         own = np.asarray(images, np.float32).reshape(-1, 28, 28)
-        parts += [own, np.clip(own + 0.3 * rng.standard_normal(own.shape), 0.0, 1.0)]
+        parts += [own, noisy_numpy("gaussian", own, 0.3, seed)]
     return np.concatenate(parts).astype(np.float32)[:, None]
 
 
